@@ -8,6 +8,7 @@ from torch import nn
 
 from ttame import backbones
 from ttame.backbones import BackboneSpec
+from ttame.weights import WeightsSource
 
 NUM_CLASSES = 10
 
@@ -70,6 +71,7 @@ TINY_CNN = BackboneSpec(
     taps=("stage1", "stage2", "stage3"),
     kind="cnn",
     categories=_categories,
+    weights=WeightsSource(download=lambda: _seeded(TinyCNN).state_dict()),
     input_size=32,
     resize_size=36,
     cam_classifier="fc",
@@ -80,6 +82,7 @@ TINY_VIT = BackboneSpec(
     taps=("blocks.0.norm1", "blocks.1.norm1", "blocks.2.norm1"),
     kind="vit",
     categories=_categories,
+    weights=WeightsSource(download=lambda: _seeded(TinyViT).state_dict()),
     input_size=32,
     resize_size=36,
     mean=(0.5, 0.5, 0.5),

@@ -8,12 +8,15 @@ or a Hugging Face Hub repo id (safetensors only: nothing pickled is ever loaded)
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import socket
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
@@ -124,39 +127,92 @@ def bundled_head(backbone: str) -> Path | None:
     return None
 
 
-def load_head(source: str | Path) -> AttentionHead:
-    """A head from a local folder or a Hub repo id (``config.json`` + ``model.safetensors``)."""
+def load_head(source: str | Path, cache_dir: str | Path | None = None) -> AttentionHead:
+    """A head from a local folder or a Hub repo id (``config.json`` + ``model.safetensors``).
+
+    A repo id is looked up in the Hugging Face cache first; only when it is not there, and the
+    Hub answers within a few seconds, is it downloaded. Offline, the failure is immediate.
+    """
     path = Path(source).expanduser()
     if path.is_dir():
         missing = [n for n in ("config.json", "model.safetensors") if not (path / n).is_file()]
         if missing:
             raise HeadError(f"Head folder {path} lacks {', '.join(missing)}.")
-    elif not REPO_ID.match(str(source)):
+    elif REPO_ID.match(str(source)) and ".." not in str(source):
+        path = hub_folder(str(source), cache_dir)
+    else:
         raise HeadError(
             f"'{source}' is neither a head folder nor a Hugging Face Hub repo id (owner/name)."
         )
     try:
-        head = AttentionHead.from_pretrained(
-            str(path) if path.is_dir() else str(source), strict=True
-        )
-    except HeadError:
-        raise
+        head = AttentionHead.from_pretrained(str(path), strict=True)
     except Exception as exc:
-        raise HeadError(_head_failure(source, exc)) from exc
+        raise HeadError(f"Could not load the head from '{source}': {_reason(exc)}") from exc
     return head.eval()
 
 
-def _head_failure(source: str | Path, exc: Exception) -> str:
-    """A user-facing reason why a head could not be loaded."""
-    name = type(exc).__name__
-    if name in {"LocalEntryNotFoundError", "OfflineModeIsEnabled"} or "offline" in str(exc).lower():
-        return (
-            f"Head repo '{source}' is not in the local Hugging Face cache and the Hub cannot be "
-            "reached. Connect to the network once, or download the folder and pass its path."
+HEAD_FILES = ["config.json", "model.safetensors", "README.md"]
+
+
+def hub_folder(repo_id: str, cache_dir: str | Path | None = None) -> Path:
+    """The local snapshot of a head repo: from the cache, else downloaded if the Hub answers."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(
+            snapshot_download(
+                repo_id, allow_patterns=HEAD_FILES, cache_dir=cache_dir, local_files_only=True
+            )
         )
-    if name in {"RepositoryNotFoundError", "HFValidationError", "EntryNotFoundError"}:
-        return f"No T-TAME head found at Hub repo '{source}' ({name})."
-    return f"Could not load the head from '{source}': {name}: {str(exc)[:300]}"
+    except Exception:  # noqa: BLE001 - not cached: try the network below
+        pass
+    endpoint = hub_endpoint()
+    if hub_offline() or not reachable(endpoint):
+        raise HeadError(
+            f"Head repo '{repo_id}' is not in the local Hugging Face cache and the Hub "
+            f"({endpoint}) cannot be reached. Connect to the network once, or download the "
+            "head folder and pass its path."
+        )
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HEAD_FILES, cache_dir=cache_dir))
+    except Exception as exc:
+        raise HeadError(
+            f"No T-TAME head could be fetched from '{repo_id}': {_reason(exc)}"
+        ) from exc
+
+
+def hub_offline() -> bool:
+    """Whether Hugging Face offline mode is on (read now, not at import time)."""
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return flag in {"1", "ON", "YES", "TRUE"} or bool(constants.HF_HUB_OFFLINE)
+
+
+def hub_endpoint() -> str:
+    """The Hub's address (``HF_ENDPOINT`` read now, not at import time)."""
+    from huggingface_hub import constants
+
+    return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+
+
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds.
+
+    huggingface_hub retries unreachable hosts with back-off for most of a minute; this probe
+    lets an offline user hear "no network" at once.
+    """
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parsed.hostname or "", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _reason(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 class Explainer(nn.Module):
