@@ -104,11 +104,6 @@ class Photo:
     credit: str = ""
     origin: str = ""
 
-    @property
-    def suffix(self) -> str:
-        """File extension of the original bytes, kept when the photo is exported."""
-        return PurePosixPath(self.key).suffix.lower()
-
     def image(self) -> Image.Image:
         """Decode to an RGB PIL image."""
         return Image.open(io.BytesIO(self.data)).convert("RGB")
