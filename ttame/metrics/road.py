@@ -1,0 +1,470 @@
+"""ROAD: RemOve And Debias (Rong, Leemann, Borisov, Kasneci, Kasneci; ICML 2022).
+
+Remove a fraction of the pixels ranked by a saliency map, fill them by *noisy linear
+imputation*, and count how often the classifier still predicts the same class. MoRF removes
+the most relevant pixels first (a good map makes accuracy drop fast: lower is better), LeRF
+the least relevant first (higher is better).
+
+Imputation: the convention of the authors' ``NoisyLinearImputer`` (road_evaluation, also
+shipped as ``pytorch_grad_cam.metrics.road``), which we follow exactly:
+
+- every removed pixel p of a channel satisfies ``W_p x_p = sum_q w_q x_q`` over its 8
+  neighbours q inside the image, with ``w = 1/6`` for the 4 axial and ``1/12`` for the 4
+  diagonal neighbours and ``W_p`` the sum of those weights (so the mean is renormalised at
+  the image border); removed neighbours are unknowns, kept ones are data. All removed pixels
+  are solved jointly, one system per image, the same system for every channel;
+- then ``noise * N(0, 1)`` is added to every removed pixel of every channel, independently;
+  the result is not clipped to [0, 1];
+- it is applied to raw images in [0, 1], before the classifier's normalisation, as in the
+  authors' benchmark (pytorch-grad-cam applies it to whatever tensor it is given).
+
+Where we differ:
+
+- the reference factorises one sparse matrix per image on the CPU (SciPy ``spsolve``); we
+  solve all images and channels at once, on the input's device, iteratively, to a
+  *certified* max abs error (``tol``, 1e-3 by default) against the exact solution;
+- an image with every pixel removed makes the reference's system singular (every constant
+  solves it); we fill each channel with that image's mean of the channel, the constant
+  nearest to the removed content. That is the only case in which a removed region touches
+  no kept pixel: any other 8-connected region of removed pixels borders a kept pixel;
+- ``removal_masks`` removes ``floor(fraction * H * W)`` pixels as the reference does, but
+  breaks only exact ties at random, where the reference adds N(0, 1e-4^2) to the min-max
+  normalised map and so also reorders values closer than about 1e-4. Both curves are indexed
+  by the fraction *removed* (the reference's LeRF dataset takes the fraction kept).
+
+Solver: conjugate gradients on the symmetric positive definite system ``A x = b`` (A is the
+masked stencil ``W - N``, an M-matrix), preconditioned by geometric multigrid: cell-centred
+2x coarsening (a coarse cell is unknown when all its children are), the same stencil on each
+grid, bilinear prolongation that replicates at the image border and its exact adjoint as
+restriction, plain Jacobi smoothing, a dense Cholesky solve on the coarsest (<= 8x8) grid; V(1,1)
+cycles below the fine grid and an additive (Jacobi + coarse correction) step on the fine
+grid, which costs no stencil there. The work is float32; the solution and the residuals that
+decide convergence are float64.
+
+Certificate: A^-1 >= 0 elementwise, so the error of x obeys
+``max|x - x*| <= ||A^-1||_inf * max|b - A x|`` and ``||A^-1||_inf = max(A^-1 1)``. A vector
+z with ``A z >= mu > 0`` (checked in float64) bounds ``A^-1 1 <= z / mu``; it is solved once
+per largest mask of a batch and reused for the masks it contains (``A^-1 1`` only grows with
+the removed set). CG stops when ``||A^-1||_inf`` times the float64 residual is at most tol.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+_COARSEST = 8  # coarsen until both sides are at most this, then solve densely
+
+
+def _pair_sum(x: torch.Tensor, dim: int, out: torch.Tensor) -> torch.Tensor:
+    """out[i] = x[i - 1] + x[i + 1] along dim, zero padded."""
+    n = x.shape[dim]
+    if n == 1:
+        return out.zero_()
+    torch.add(x.narrow(dim, 0, n - 2), x.narrow(dim, 2, n - 2), out=out.narrow(dim, 1, n - 2))
+    out.narrow(dim, 0, 1).copy_(x.narrow(dim, 1, 1))
+    out.narrow(dim, n - 1, 1).copy_(x.narrow(dim, n - 2, 1))
+    return out
+
+
+def _stencil(x: torch.Tensor, t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """u = ([1,2,1] x [1,2,1]) * x, zero padded: 12 x (the weighted sum of the 8 neighbours)
+    plus 4 x itself. Two separable passes instead of eight shifted adds."""
+    _pair_sum(x, -1, t).add_(x, alpha=2.0)
+    return _pair_sum(t, -2, u).add_(t, alpha=2.0)
+
+
+class _Grid:
+    """The masked 8-neighbour operator on one grid of the multigrid hierarchy, plus buffers."""
+
+    def __init__(self, unknown: torch.Tensor, inside: torch.Tensor, dtype: torch.dtype) -> None:
+        # unknown, inside: B x 1 x h x w bool; unknown implies inside.
+        self.shape = unknown.shape[-2:]
+        self.unknown = unknown
+        self.inside = inside
+        self.dtype = dtype
+        m = unknown.to(dtype)
+        ins = inside.to(dtype)
+        # Weight of the neighbours inside the image (the reference's `sum_neighbors`).
+        weight = _stencil(ins, torch.empty_like(ins), torch.empty_like(ins)) / 12 - ins / 3
+        self.m = m
+        self.m12 = m / 12
+        self.c = m * (weight + 1 / 3)
+        self.dinv = torch.where(unknown, 1 / weight.clamp_min(1e-6), 0.0).to(dtype)
+        self.coarse: _Grid | None = None
+        self.chol: torch.Tensor | None = None
+        self._buffers: dict[tuple[str, int], torch.Tensor] = {}
+
+    def buffer(self, name: str, channels: int) -> torch.Tensor:
+        """A reusable B x channels x h x w work array (allocation is costly on the CPU)."""
+        key = (name, channels)
+        if key not in self._buffers:
+            size = (self.m.shape[0], channels, *self.shape)
+            self._buffers[key] = torch.empty(size, dtype=self.dtype, device=self.m.device)
+        return self._buffers[key]
+
+    def apply(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """out = A x for x zero outside the unknown pixels (out is zero there too)."""
+        c = x.shape[1]
+        u = _stencil(x, self.buffer("t", c), self.buffer("u", c))
+        torch.mul(self.c, x, out=out)
+        return out.addcmul_(self.m12, u, value=-1.0)
+
+
+def _restrict_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Unnormalised adjoint of linear upsampling along dim: [1,3,3,1]/3 with stride 2."""
+    pairs = x.unflatten(dim, (-1, 2))
+    e = pairs.select(dim, 0)
+    o = pairs.select(dim, 1)
+    y = e + o
+    n = y.shape[dim]
+    y.narrow(dim, 1, n - 1).add_(o.narrow(dim, 0, n - 1), alpha=1 / 3)
+    y.narrow(dim, 0, n - 1).add_(e.narrow(dim, 1, n - 1), alpha=1 / 3)
+    y.narrow(dim, 0, 1).add_(e.narrow(dim, 0, 1), alpha=1 / 3)
+    y.narrow(dim, n - 1, 1).add_(o.narrow(dim, n - 1, 1), alpha=1 / 3)
+    return y
+
+
+def _restrict(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Exact adjoint of `_prolong` (zero-pad to even size, [1,3,3,1]/4 per axis), masked."""
+    h, w = x.shape[-2:]
+    if h % 2 or w % 2:
+        x = F.pad(x, (0, w % 2, 0, h % 2))
+    y = _restrict_axis(_restrict_axis(x, -2), -1)
+    return y.mul_(mask).mul_(0.5625)
+
+
+def _prolong_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Linear upsampling by 2 along dim, cell-centred (weights 3/4, 1/4), border replicated."""
+    size = list(x.shape)
+    size[dim] *= 2
+    y = x.new_empty(size)
+    pairs = y.unflatten(dim, (-1, 2))
+    n = x.shape[dim]
+    for k, (src, dst) in enumerate(((0, 1), (1, 0))):
+        out = pairs.select(dim, k)
+        torch.mul(x, 0.75, out=out)
+        out.narrow(dim, dst, n - 1).add_(x.narrow(dim, src, n - 1), alpha=0.25)
+        edge = 0 if k == 0 else n - 1
+        out.narrow(dim, edge, 1).add_(x.narrow(dim, edge, 1), alpha=0.25)
+    return y
+
+
+def _prolong(x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Cell-centred bilinear upsampling by 2 (replicating at the border), cropped to shape."""
+    y = _prolong_axis(_prolong_axis(x, -1), -2)
+    return y[..., : shape[0], : shape[1]]
+
+
+def _build(unknown: torch.Tensor, dtype: torch.dtype) -> _Grid:
+    """Multigrid hierarchy: a coarse cell is unknown when all its children inside are."""
+    top = grid = _Grid(unknown, torch.ones_like(unknown), dtype)
+    while max(grid.shape) > _COARSEST:
+        h, w = grid.shape
+        pad = (0, w % 2, 0, h % 2)
+        ins = F.avg_pool2d(F.pad(grid.inside.to(dtype), pad), 2)
+        unk = F.avg_pool2d(F.pad(grid.unknown.to(dtype), pad), 2)
+        grid.coarse = _Grid((unk == ins) & (ins > 0), ins > 0, dtype)
+        grid = grid.coarse
+    _factor_dense(grid)
+    return top
+
+
+def _factor_dense(grid: _Grid) -> None:
+    """Cholesky factors of the coarsest operator (identity rows on the known cells)."""
+    b = grid.m.shape[0]
+    h, w = grid.shape
+    n = h * w
+    eye = torch.eye(n, dtype=grid.dtype, device=grid.m.device).reshape(1, n, h, w)
+    basis = eye * grid.m
+    cols = grid.apply(basis, torch.empty_like(basis)).reshape(b, n, n)
+    dense = cols.transpose(1, 2) + torch.diag_embed(1 - grid.m.reshape(b, n))
+    grid.chol = torch.linalg.cholesky(dense.double()).to(grid.dtype)
+
+
+def _vcycle(grid: _Grid, r: torch.Tensor) -> torch.Tensor:
+    """Symmetric V(1,1) cycle with Jacobi smoothing (r is zero outside the unknown pixels)."""
+    if grid.coarse is None:
+        b, c = r.shape[:2]
+        rhs = r.reshape(b, c, -1).transpose(1, 2)
+        z = torch.cholesky_solve(rhs, grid.chol).transpose(1, 2).reshape(r.shape)
+        return z.mul_(grid.m)
+    c = r.shape[1]
+    z = torch.mul(grid.dinv, r, out=grid.buffer("z", c))
+    res = grid.apply(z, grid.buffer("res", c))
+    torch.sub(r, res, out=res)
+    e = _vcycle(grid.coarse, _restrict(res, grid.coarse.m))
+    pe = _prolong(e, grid.shape)
+    pe = torch.mul(pe, grid.m, out=grid.buffer("pe", c))
+    z.add_(pe)
+    res.sub_(grid.apply(pe, grid.buffer("ape", c)))
+    return z.addcmul_(grid.dinv, res)
+
+
+def _precondition(top: _Grid, r: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Two-level additive step on the fine grid (Jacobi + coarse V-cycle), multiplicative below.
+
+    The fine grid dominates the cost; the additive form spends no stencil there.
+    """
+    if top.coarse is None:
+        return out.copy_(_vcycle(top, r))
+    torch.mul(top.dinv, r, out=out)
+    e = _vcycle(top.coarse, _restrict(r, top.coarse.m))
+    return out.addcmul_(_prolong(e, top.shape), top.m)
+
+
+def _amax(x: torch.Tensor) -> torch.Tensor:
+    """Per-system max |x| over the pixels: B x C x h x w -> B x C x 1 x 1."""
+    return torch.maximum(x.amax((-2, -1), keepdim=True), -x.amin((-2, -1), keepdim=True))
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-system dot products over the pixels: B x C x h x w -> B x C x 1 x 1."""
+    return torch.linalg.vecdot(a.flatten(-2), b.flatten(-2))[..., None, None]
+
+
+def _cg(top: _Grid, fine64: _Grid, b: torch.Tensor, x: torch.Tensor, target: torch.Tensor,
+        max_iter: int) -> int:
+    """Solve A x = b in place until max |b - A x| <= target for every system; iterations used.
+
+    Multigrid-preconditioned conjugate gradients in float32; x and the residuals that decide
+    convergence are float64. The float32 residual is replaced by the true one whenever it has
+    shrunk by 1e-4 since the last replacement, which keeps CG converging past float32 precision;
+    the float32 steps are summed in dx and moved into x at each replacement.
+    """
+    c = b.shape[1]
+    r64 = torch.sub(b, fine64.apply(x, fine64.buffer("ax", c)), out=fine64.buffer("r", c))
+    synced = _amax(r64)
+    if (synced <= target).all():
+        return 0
+    r = r64.float()
+    z = _precondition(top, r, top.buffer("z0", c))
+    p = z.clone()
+    rz = _dot(r, z)
+    ap = top.buffer("ap", c)
+    dx = torch.zeros_like(r)
+    for it in range(1, max_iter + 1):
+        top.apply(p, ap)
+        pap = _dot(p, ap)
+        alpha = torch.where(pap > 0, rz / pap, 0.0)
+        dx.addcmul_(alpha, p)
+        r.addcmul_(alpha, ap, value=-1.0)
+        rinf = _amax(r)
+        if ((rinf <= target) | (rinf <= 1e-4 * synced)).all() or it == max_iter:
+            x.add_(dx)
+            dx.zero_()
+            torch.sub(b, fine64.apply(x, fine64.buffer("ax", c)), out=r64)
+            synced = _amax(r64)
+            if (synced <= target).all():
+                return it
+            r.copy_(r64)
+        _precondition(top, r, z)
+        rz_new = _dot(r, z)
+        beta = torch.where(rz > 0, rz_new / rz, 0.0)
+        torch.addcmul(z, beta, p, out=p)
+        rz = rz_new
+    return max_iter
+
+
+def _subsets(unknown: torch.Tensor) -> torch.Tensor:
+    """inside[i, j]: the unknown pixels of system i are a subset of those of system j."""
+    flat = unknown.flatten(1).float()
+    overlap = flat @ flat.T
+    return overlap == flat.sum(1, keepdim=True)
+
+
+def _inverse_norm_bounds(unknown: torch.Tensor, max_iter: int) -> torch.Tensor:
+    """Upper bounds of ||A^-1||_inf, one per system (B x 1 x 1 x 1).
+
+    A is an M-matrix, so A^-1 >= 0 and ||A^-1||_inf = max(A^-1 1). Any z >= 0 with A z >= mu > 0
+    (checked in float64) gives A^-1 1 <= z / mu. The bound is monotone in the unknown set: if
+    U_i is a subset of U_j, (A_j^-1 1) restricted to U_i bounds A_i^-1 1. So z is solved only
+    for the systems that no other system contains (the largest fraction of each ROAD curve).
+    """
+    sub = _subsets(unknown)
+    order = torch.arange(len(unknown), device=unknown.device)
+    # j covers i when U_i is a subset of U_j; among equal sets the lowest index covers.
+    strict = sub & ~(sub.T & (order[None, :] > order[:, None]))
+    strict.fill_diagonal_(False)
+    roots = (~strict.any(1)).nonzero().flatten()
+    top = _build(unknown[roots], torch.float32)
+    fine64 = _Grid(unknown[roots], top.inside, torch.float64)
+    ones = fine64.m.clone()
+    z = torch.zeros_like(ones)
+    _cg(top, fine64, ones, z, torch.full_like(ones[:, :, :1, :1], 0.5), max_iter)
+    az = fine64.apply(z, torch.empty_like(z))
+    mu = torch.where(fine64.unknown, az, torch.inf).amin((-2, -1))
+    valid = mu > 0
+    scaled = z.flatten(1) / torch.where(valid, mu, 1.0)
+    # bound[i] = min over covering roots j of max over U_i of z_j / mu_j.
+    masked = torch.where(unknown.flatten(1)[:, None, :], scaled[None, :, :], 0.0)
+    cover = sub[:, roots] & valid.flatten()[None, :]
+    bounds = torch.where(cover, masked.amax(-1), torch.inf).amin(1)
+    return bounds.reshape(-1, 1, 1, 1)
+
+
+def _harmonic_fill(values: torch.Tensor, unknown: torch.Tensor, tol: float, max_iter: int,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fill the unknown pixels (B x 1 x H x W) of values (B x C x H x W, float64).
+
+    Every image must have a known pixel. Returns the filled values and the certified bound of
+    the max abs error of each system (B x C x 1 x 1): ||A^-1||_inf * max|b - A x|.
+    """
+    top = _build(unknown, torch.float32)
+    fine64 = _Grid(unknown, top.inside, torch.float64)
+    known = values * ~unknown
+    b = _stencil(known, torch.empty_like(known), torch.empty_like(known)).mul_(fine64.m12)
+    bounds = _inverse_norm_bounds(unknown, max_iter)
+    # Start from the mean of the known pixels: it removes the constant part of the error.
+    count = (~unknown).sum((-2, -1), keepdim=True)
+    x = known.sum((-2, -1), keepdim=True) / count * fine64.m
+    _cg(top, fine64, b, x, tol / bounds, max_iter)
+    r = b - fine64.apply(x, torch.empty_like(x))
+    return values * ~unknown + x, _amax(r) * bounds
+
+
+def noisy_linear_impute(
+    images: torch.Tensor,
+    removed: torch.Tensor,
+    noise: float = 0.01,
+    generator: torch.Generator | None = None,
+    tol: float = 1e-3,
+    max_iter: int = 100,
+) -> torch.Tensor:
+    """Fill the removed pixels as ROAD's noisy linear imputation does (see the module doc).
+
+    images: B x C x H x W, raw values in [0, 1]; removed: B x H x W bool (True = removed).
+    The noise-free fill is within ``tol`` (max abs) of the exact sparse solve; a RuntimeWarning
+    says so when ``max_iter`` CG iterations were not enough to certify it. Runs on the
+    images' device; noise is drawn from ``generator`` (on its own device) when one is given.
+    Images without removed pixels come back unchanged.
+    """
+    if images.dim() != 4 or removed.shape != images.shape[:1] + images.shape[2:]:
+        raise ValueError(f"expected images B x C x H x W and removed B x H x W, got "
+                         f"{tuple(images.shape)} and {tuple(removed.shape)}")
+    removed = removed.to(device=images.device, dtype=torch.bool)
+    unknown = removed[:, None]
+    out = images.clone()
+    flat = removed.flatten(1)
+    every = flat.all(1)
+    solve = flat.any(1) & ~every
+    if every.any():
+        out[every] = images[every].mean((-2, -1), keepdim=True).expand_as(images[every])
+    if solve.any():
+        filled, bound = _harmonic_fill(images[solve].double(), unknown[solve], tol, max_iter)
+        worst = bound.max().item()
+        if worst > tol:
+            warnings.warn(f"noisy_linear_impute: {max_iter} iterations certify a max error of "
+                          f"{worst:.2e} only (tol {tol:.0e})", RuntimeWarning, stacklevel=2)
+        out[solve] = filled.to(images.dtype)
+    if noise > 0:
+        device = generator.device if generator is not None else images.device
+        eps = torch.randn(images.shape, generator=generator, device=device, dtype=images.dtype)
+        out.addcmul_(eps.to(images.device), unknown, value=noise)
+    return out
+
+
+def removal_masks(
+    maps: torch.Tensor,
+    fractions: Sequence[float],
+    order: str,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Which pixels ROAD removes: F x B x H x W bool, one mask per fraction and map.
+
+    maps: B x H x W saliency. ``order`` "MoRF" removes the ``floor(f * H * W)`` most relevant
+    pixels, "LeRF" the least relevant. Exact ties are ranked at random (from ``generator``),
+    so flat regions of a map are removed in no particular spatial order; masks of growing
+    fractions are nested.
+    """
+    if order not in ("MoRF", "LeRF"):
+        raise ValueError(f"order must be 'MoRF' or 'LeRF', got {order!r}")
+    if any(not 0 <= f <= 1 for f in fractions):
+        raise ValueError(f"fractions must lie in [0, 1], got {list(fractions)}")
+    b, h, w = maps.shape
+    n = h * w
+    device = generator.device if generator is not None else maps.device
+    shuffle = torch.rand(b, n, generator=generator, device=device).argsort(1).to(maps.device)
+    values = maps.reshape(b, n).gather(1, shuffle)
+    ranked = shuffle.gather(1, values.argsort(dim=1, descending=order == "MoRF", stable=True))
+    rank = torch.empty_like(ranked).scatter_(1, ranked, torch.arange(n, device=maps.device)
+                                             .expand(b, n).contiguous())
+    counts = torch.tensor([math.floor(f * n + 1e-6) for f in fractions], device=maps.device)
+    return (rank[None] < counts[:, None, None]).reshape(len(fractions), b, h, w)
+
+
+def road_scores(
+    classify: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    maps: torch.Tensor,
+    fractions: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9),
+    orders: Sequence[str] = ("MoRF", "LeRF"),
+    labels: torch.Tensor | None = None,
+    noise: float = 0.01,
+    seed: int = 0,
+    batch_size: int = 32,
+    tol: float = 1e-3,
+    return_images: bool = False,
+) -> dict:
+    """ROAD curves of saliency maps: how often the prediction survives removal + imputation.
+
+    classify: raw [0, 1] images B x 3 x H x W -> logits (it normalises internally).
+    images: B x 3 x H x W raw; maps: B x H x W at the images' size. labels default to the
+    prediction on the clean images. ``batch_size`` imputed images go through each solver and
+    classifier call. The ranking jitter and the noise of image i come from a generator seeded
+    by (seed, i), so scores do not depend on batch_size or on the other images.
+
+    Returns ``{"fractions": [...], "labels": B, order: {"accuracy": [per fraction],
+    "mean": float, "correct": F x B bool}}`` for each order, plus ``"images": {order:
+    F x B x 3 x H x W}`` (the imputed images) when return_images is set.
+    """
+    if maps.shape != images.shape[:1] + images.shape[2:]:
+        raise ValueError(f"maps must be B x H x W at the images' size, got {tuple(maps.shape)} "
+                         f"for images {tuple(images.shape)}")
+    count = len(images)
+    device = images.device
+    with torch.no_grad():
+        if labels is None:
+            labels = torch.cat([classify(images[i:i + batch_size]).argmax(1)
+                                for i in range(0, count, batch_size)])
+        labels = labels.to(device)
+        nf, no = len(fractions), len(orders)
+        correct = torch.zeros(no, nf, count, dtype=torch.bool, device=device)
+        kept = (torch.empty(no, nf, *images.shape, dtype=images.dtype, device=device)
+                if return_images else None)
+        # Images in groups whose jobs (order x fraction x image) fill about one batch, so the
+        # masks of one group are all that is held at a time.
+        group = max(1, batch_size // (no * nf))
+        for start in range(0, count, group):
+            ids = range(start, min(start + group, count))
+            gens = [torch.Generator(device=device).manual_seed(seed * 1_000_003 + i) for i in ids]
+            masks = torch.stack([torch.cat([removal_masks(maps[i:i + 1], fractions, o, g)
+                                            for i, g in zip(ids, gens)], 1) for o in orders])
+            grid = torch.meshgrid(torch.arange(len(ids)), torch.arange(no), torch.arange(nf),
+                                  indexing="ij")
+            js, ks, fs = (t.flatten().to(device) for t in grid)
+            for c in range(0, len(js), batch_size):
+                j, k, f = js[c:c + batch_size], ks[c:c + batch_size], fs[c:c + batch_size]
+                sel = j + start
+                removed = masks[k, f, j]
+                imputed = noisy_linear_impute(images[sel], removed, noise=0.0, tol=tol)
+                if noise > 0:
+                    eps = torch.stack([torch.randn(images.shape[1:], generator=gens[i],
+                                                   device=device, dtype=images.dtype)
+                                       for i in j.tolist()])
+                    imputed.addcmul_(eps, removed[:, None], value=noise)
+                correct[k, f, sel] = classify(imputed).argmax(1) == labels[sel]
+                if kept is not None:
+                    kept[k, f, sel] = imputed
+    result: dict = {"fractions": list(fractions), "labels": labels}
+    for k, order in enumerate(orders):
+        accuracy = correct[k].float().mean(1)
+        result[order] = {"accuracy": accuracy.tolist(), "mean": accuracy.mean().item(),
+                         "correct": correct[k]}
+    if kept is not None:
+        result["images"] = {order: kept[k] for k, order in enumerate(orders)}
+    return result
