@@ -416,7 +416,8 @@ def road_scores(
     images: B x 3 x H x W raw; maps: B x H x W at the images' size. labels default to the
     prediction on the clean images. ``batch_size`` imputed images go through each solver and
     classifier call. The ranking jitter and the noise of image i come from a generator seeded
-    by (seed, i), so scores do not depend on batch_size or on the other images.
+    by (seed, i), so masks and noise do not depend on batch_size or on the other images (the
+    fills agree within ``tol``).
 
     Returns ``{"fractions": [...], "labels": B, order: {"accuracy": [per fraction],
     "mean": float, "correct": F x B bool}}`` for each order, plus ``"images": {order:

@@ -1,0 +1,247 @@
+"""ROAD: imputation against the reference imputer, removal masks, scores on a known model."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ttame.metrics import road
+from ttame.metrics.road import noisy_linear_impute, removal_masks, road_scores
+
+reference = pytest.importorskip("pytorch_grad_cam.metrics.road")
+
+
+def _reference_fill(image: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+    """pytorch-grad-cam's NoisyLinearImputer without noise (its mask is 1 on kept pixels)."""
+    return reference.NoisyLinearImputer(noise=0.0)(image.clone(), (~removed).float())
+
+
+def _blob_map(h: int, w: int, cy: float, cx: float, sigma: float) -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    return torch.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma**2))
+
+
+def _smooth_random_map(h: int, w: int, seed: int) -> torch.Tensor:
+    """A blurred random field: several blobs, like an upsampled saliency map."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(1, 1, max(h // 6, 2), max(w // 6, 2), generator=g)
+    return torch.nn.functional.interpolate(coarse, size=(h, w), mode="bicubic")[0, 0]
+
+
+def _cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name, images B x 3 x H x W, removed B x H x W) covering shapes, masks and fractions."""
+    g = torch.Generator().manual_seed(0)
+    cases = []
+    for h, w in ((16, 16), (24, 24), (15, 21)):
+        images = torch.rand(4, 3, h, w, generator=g)
+        maps = torch.stack([
+            _blob_map(h, w, h / 2, w / 2, h / 4),
+            _blob_map(h, w, 0, w - 1, h / 3),  # a corner: removal touches two borders
+            _smooth_random_map(h, w, 1),
+            torch.rand(h, w, generator=g),  # scattered pixels
+        ])
+        for order in ("MoRF", "LeRF"):
+            masks = removal_masks(maps, (0.1, 0.5, 0.9), order, generator=g)
+            for f, fraction in enumerate((0.1, 0.5, 0.9)):
+                cases.append((f"{h}x{w}-{order}-{fraction}", images, masks[f]))
+    border = torch.zeros(1, 16, 16, dtype=torch.bool)
+    border[0, :, :3] = True  # a full-height strip along the left border
+    border[0, -1, :] = True
+    cases.append(("border-strip", torch.rand(1, 3, 16, 16, generator=g), border))
+    return cases
+
+
+@pytest.mark.parametrize("name,images,removed", _cases(), ids=[c[0] for c in _cases()])
+def test_fill_matches_reference(name: str, images: torch.Tensor, removed: torch.Tensor) -> None:
+    out = noisy_linear_impute(images, removed, noise=0.0)
+    for i in range(len(images)):
+        expected = _reference_fill(images[i], removed[i])
+        assert (out[i] - expected).abs().max().item() <= 1e-3
+        assert torch.equal(out[i][:, ~removed[i]], images[i][:, ~removed[i]])
+
+
+def test_loose_tolerance_is_still_honoured() -> None:
+    images = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(1))
+    removed = removal_masks(_blob_map(24, 24, 12, 12, 6)[None].expand(2, -1, -1), [0.9],
+                            "LeRF", generator=torch.Generator().manual_seed(0))[0]
+    tight = noisy_linear_impute(images, removed, noise=0.0, tol=1e-6)
+    loose = noisy_linear_impute(images, removed, noise=0.0, tol=0.05)
+    assert (loose - tight).abs().max().item() <= 0.05
+    assert (tight[0] - _reference_fill(images[0], removed[0])).abs().max().item() <= 1e-5
+
+
+def test_inverse_norm_bounds_are_upper_bounds() -> None:
+    """The certificate: our bound of ||A^-1||_inf is never below the exact value."""
+    h = w = 16
+    maps = torch.stack([_blob_map(h, w, 5, 9, 4), _smooth_random_map(h, w, 3)])
+    masks = torch.cat([removal_masks(maps, (0.2, 0.6, 0.9), o, torch.Generator().manual_seed(0))
+                       .flatten(0, 1) for o in ("MoRF", "LeRF")])
+    bounds = road._inverse_norm_bounds(masks[:, None], max_iter=100).flatten()
+    largest = masks.flatten(1).sum(1) == masks.flatten(1).sum(1).max()
+    for mask, bound, root in zip(masks, bounds, largest):
+        # A^-1 1 is the fill of the removed pixels when every kept pixel is 1 and the right-hand
+        # side is 1: the reference solves A x = b; with image = 0 and b = 1 we build it directly.
+        idx = mask.flatten().nonzero().flatten().numpy()
+        n = len(idx)
+        pos = -np.ones(h * w, dtype=int)
+        pos[idx] = np.arange(n)
+        a = np.zeros((n, n))
+        for k, p in enumerate(idx):
+            y, x = divmod(int(p), w)
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    yy, xx = y + dy, x + dx
+                    if (dy or dx) and 0 <= yy < h and 0 <= xx < w:
+                        weight = 1 / 12 if dy and dx else 1 / 6
+                        a[k, k] += weight
+                        if mask[yy, xx]:
+                            a[k, pos[yy * w + xx]] -= weight
+        exact = np.linalg.solve(a, np.ones(n)).max()
+        assert exact <= bound.item()
+        if root:  # solved for itself, not bounded through a larger mask: tight within 3x
+            assert bound.item() <= 3 * exact
+
+
+def test_noise_is_added_to_removed_pixels_only_and_seeded() -> None:
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    removed = torch.zeros(2, 32, 32, dtype=torch.bool)
+    removed[:, 4:28, 4:28] = True
+    clean = noisy_linear_impute(images, removed, noise=0.0)
+    a = noisy_linear_impute(images, removed, noise=0.01,
+                            generator=torch.Generator().manual_seed(5))
+    b = noisy_linear_impute(images, removed, noise=0.01,
+                            generator=torch.Generator().manual_seed(5))
+    c = noisy_linear_impute(images, removed, noise=0.01,
+                            generator=torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    keep = ~removed[:, None].expand_as(images)
+    assert torch.equal(a[keep], images[keep])
+    std = (a - clean)[~keep].std().item()
+    assert 0.009 < std < 0.011
+
+
+def test_degenerate_masks() -> None:
+    images = torch.rand(3, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    removed = torch.zeros(3, 16, 16, dtype=torch.bool)
+    removed[1] = True  # everything removed
+    removed[2, 5:9, 5:9] = True
+    out = noisy_linear_impute(images, removed, noise=0.0)
+    assert torch.equal(out[0], images[0])
+    torch.testing.assert_close(out[1], images[1].mean((1, 2), keepdim=True).expand(3, 16, 16))
+    expected = _reference_fill(images[2], removed[2])
+    assert (out[2] - expected).abs().max().item() <= 1e-3
+    noisy = noisy_linear_impute(images[:1], removed[:1], noise=0.5)
+    assert torch.equal(noisy, images[:1])
+
+
+def test_single_removed_pixel_is_the_weighted_mean_of_its_neighbours() -> None:
+    image = torch.arange(9.0).reshape(1, 1, 3, 3).expand(1, 3, 3, 3) / 10
+    removed = torch.zeros(1, 3, 3, dtype=torch.bool)
+    removed[0, 1, 1] = True
+    out = noisy_linear_impute(image, removed, noise=0.0)
+    neighbours = image[0, 0].flatten()[[0, 1, 2, 3, 5, 6, 7, 8]]
+    weights = torch.tensor([1, 2, 1, 2, 2, 1, 2, 1]) / 12
+    assert out[0, 0, 1, 1].item() == pytest.approx((neighbours * weights).sum().item(), abs=1e-6)
+    corner = torch.zeros(1, 3, 3, dtype=torch.bool)
+    corner[0, 0, 0] = True  # 3 neighbours inside the image: weights renormalised to 1/6+1/6+1/12
+    out = noisy_linear_impute(image, corner, noise=0.0)
+    expected = (image[0, 0, 0, 1] / 6 + image[0, 0, 1, 0] / 6 + image[0, 0, 1, 1] / 12) / (5 / 12)
+    assert out[0, 0, 0, 0].item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_not_certified_warns() -> None:
+    images = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    removed = torch.ones(1, 32, 32, dtype=torch.bool)
+    removed[0, 0, 0] = False
+    with pytest.warns(RuntimeWarning, match="certify"):
+        noisy_linear_impute(images, removed, noise=0.0, max_iter=1)
+
+
+def test_removal_masks_counts_order_and_nesting() -> None:
+    maps = torch.rand(3, 10, 10, generator=torch.Generator().manual_seed(0))
+    fractions = (0.0, 0.1, 0.29, 0.5, 1.0)
+    for order in ("MoRF", "LeRF"):
+        masks = removal_masks(maps, fractions, order)
+        assert masks.shape == (5, 3, 10, 10) and masks.dtype == torch.bool
+        for f, fraction in enumerate(fractions):
+            counts = masks[f].flatten(1).sum(1)
+            assert counts.tolist() == [math.floor(fraction * 100 + 1e-6)] * 3
+            for i in range(3):
+                values = maps[i][masks[f, i]]
+                rest = maps[i][~masks[f, i]]
+                if len(values) and len(rest):
+                    if order == "MoRF":
+                        assert values.min() > rest.max()
+                    else:
+                        assert values.max() < rest.min()
+        assert (masks[:-1] <= masks[1:]).all()
+
+
+def test_removal_masks_break_ties_at_random() -> None:
+    flat = torch.zeros(1, 20, 20)
+    a = removal_masks(flat, [0.3], "MoRF", torch.Generator().manual_seed(0))
+    b = removal_masks(flat, [0.3], "MoRF", torch.Generator().manual_seed(0))
+    c = removal_masks(flat, [0.3], "MoRF", torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert a.sum().item() == 120
+    with pytest.raises(ValueError):
+        removal_masks(flat, [0.3], "morf")
+
+
+def _bright_square_model(x: torch.Tensor) -> torch.Tensor:
+    """Class 0 if some pixel is brighter than 0.5, else class 1."""
+    top = x.amax((1, 2, 3)) - 0.5
+    return torch.stack([top, torch.zeros_like(top)], 1)
+
+
+def _square_images() -> tuple[torch.Tensor, torch.Tensor]:
+    """Black 16x16 images with a white square of 16 (image 0) or 64 pixels (image 1)."""
+    images = torch.zeros(2, 3, 16, 16)
+    images[0, :, 2:6, 3:7] = 1.0
+    images[1, :, 8:16, 0:8] = 1.0
+    return images, images.mean(1)
+
+
+def test_road_scores_on_a_known_model() -> None:
+    images, maps = _square_images()
+    fractions = (0.05, 0.1, 0.2, 0.3)  # floor(f * 256) = 12, 25, 51, 76 pixels removed
+    scores = road_scores(_bright_square_model, images, maps, fractions=fractions)
+    # MoRF removes the square first: the prediction survives while part of the square is left
+    # (12 < 16; 12, 25, 51 < 64); the imputed pixels are near 0, far below the threshold.
+    assert scores["MoRF"]["accuracy"] == [1.0, 0.5, 0.5, 0.0]
+    assert scores["MoRF"]["mean"] == pytest.approx(0.5)
+    assert scores["MoRF"]["correct"].tolist() == [[True, True], [False, True], [False, True],
+                                                  [False, False]]
+    # LeRF removes black pixels only: the square is always there.
+    assert scores["LeRF"]["accuracy"] == [1.0] * 4
+    assert scores["labels"].tolist() == [0, 0]
+    assert scores["fractions"] == list(fractions)
+    flipped = road_scores(_bright_square_model, images, maps, fractions=fractions,
+                          labels=torch.tensor([1, 1]))
+    assert flipped["MoRF"]["accuracy"] == [0.0, 0.5, 0.5, 1.0]
+
+
+def test_road_scores_are_deterministic_and_independent_of_batching() -> None:
+    images, maps = _square_images()
+    maps = maps + torch.rand(maps.shape, generator=torch.Generator().manual_seed(0))
+    kwargs = dict(fractions=(0.2, 0.6), return_images=True, seed=3)
+    a = road_scores(_bright_square_model, images, maps, batch_size=3, **kwargs)
+    b = road_scores(_bright_square_model, images, maps, batch_size=64, **kwargs)
+    c = road_scores(_bright_square_model, images, maps, batch_size=64, fractions=(0.2, 0.6),
+                    return_images=True, seed=4)
+    for order in ("MoRF", "LeRF"):
+        assert a["images"][order].shape == (2, 2, 3, 16, 16)
+        # Same noise and masks; the fills agree within the solver's tolerance.
+        assert (a["images"][order] - b["images"][order]).abs().max().item() <= 2e-3
+        assert (a["images"][order] - c["images"][order]).abs().max().item() > 1e-2
+        assert torch.equal(a[order]["correct"], b[order]["correct"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_fill_on_gpu_matches_cpu() -> None:
+    _, images, removed = _cases()[4]
+    cpu = noisy_linear_impute(images, removed, noise=0.0)
+    gpu = noisy_linear_impute(images.cuda(), removed.cuda(), noise=0.0)
+    assert gpu.device.type == "cuda"
+    assert (gpu.cpu() - cpu).abs().max().item() <= 2e-3
