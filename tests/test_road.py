@@ -79,7 +79,7 @@ def test_inverse_norm_bounds_are_upper_bounds() -> None:
                        .flatten(0, 1) for o in ("MoRF", "LeRF")])
     bounds = road._inverse_norm_bounds(masks[:, None], max_iter=100).flatten()
     largest = masks.flatten(1).sum(1) == masks.flatten(1).sum(1).max()
-    for mask, bound, root in zip(masks, bounds, largest):
+    for mask, bound, root in zip(masks, bounds, largest, strict=True):
         # A^-1 1 is the fill of the removed pixels when every kept pixel is 1 and the right-hand
         # side is 1: the reference solves A x = b; with image = 0 and b = 1 we build it directly.
         idx = mask.flatten().nonzero().flatten().numpy()

@@ -72,8 +72,11 @@ def _pair_sum(x: torch.Tensor, dim: int, out: torch.Tensor) -> torch.Tensor:
 
 
 def _stencil(x: torch.Tensor, t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """u = ([1,2,1] x [1,2,1]) * x, zero padded: 12 x (the weighted sum of the 8 neighbours)
-    plus 4 x itself. Two separable passes instead of eight shifted adds."""
+    """Return ([1,2,1] x [1,2,1]) * x, zero padded, in u (t is scratch).
+
+    That is 12 times the weighted sum of the 8 neighbours plus 4 times x itself: two separable
+    passes instead of eight shifted adds.
+    """
     _pair_sum(x, -1, t).add_(x, alpha=2.0)
     return _pair_sum(t, -2, u).add_(t, alpha=2.0)
 
@@ -108,7 +111,7 @@ class _Grid:
         return self._buffers[key]
 
     def apply(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """out = A x for x zero outside the unknown pixels (out is zero there too)."""
+        """Write A x into out, for x zero outside the unknown pixels (out is zero there too)."""
         c = x.shape[1]
         u = _stencil(x, self.buffer("t", c), self.buffer("u", c))
         torch.mul(self.c, x, out=out)
@@ -443,8 +446,11 @@ def road_scores(
         for start in range(0, count, group):
             ids = range(start, min(start + group, count))
             gens = [torch.Generator(device=device).manual_seed(seed * 1_000_003 + i) for i in ids]
-            masks = torch.stack([torch.cat([removal_masks(maps[i:i + 1], fractions, o, g)
-                                            for i, g in zip(ids, gens)], 1) for o in orders])
+            masks = torch.stack([  # O x F x group x H x W
+                torch.cat([removal_masks(maps[i:i + 1], fractions, o, g)
+                           for i, g in zip(ids, gens, strict=True)], 1)
+                for o in orders
+            ])
             grid = torch.meshgrid(torch.arange(len(ids)), torch.arange(no), torch.arange(nf),
                                   indexing="ij")
             js, ks, fs = (t.flatten().to(device) for t in grid)
