@@ -236,8 +236,9 @@ def _cg(top: _Grid, fine64: _Grid, b: torch.Tensor, x: torch.Tensor, target: tor
 
     Multigrid-preconditioned conjugate gradients in float32; x and the residuals that decide
     convergence are float64. The float32 residual is replaced by the true one whenever it has
-    shrunk by 1e-4 since the last replacement, which keeps CG converging past float32 precision;
-    the float32 steps are summed in dx and moved into x at each replacement.
+    shrunk by 1e-4 since the last replacement (or after 12 steps), which keeps CG converging
+    past float32 precision; the float32 steps are summed in dx and moved into x at each
+    replacement.
     """
     c = b.shape[1]
     r64 = torch.sub(b, fine64.apply(x, fine64.buffer("ax", c)), out=fine64.buffer("r", c))
@@ -250,6 +251,7 @@ def _cg(top: _Grid, fine64: _Grid, b: torch.Tensor, x: torch.Tensor, target: tor
     rz = _dot(r, z)
     ap = top.buffer("ap", c)
     dx = torch.zeros_like(r)
+    last = 0
     for it in range(1, max_iter + 1):
         top.apply(p, ap)
         pap = _dot(p, ap)
@@ -257,7 +259,9 @@ def _cg(top: _Grid, fine64: _Grid, b: torch.Tensor, x: torch.Tensor, target: tor
         dx.addcmul_(alpha, p)
         r.addcmul_(alpha, ap, value=-1.0)
         rinf = _amax(r)
-        if ((rinf <= target) | (rinf <= 1e-4 * synced)).all() or it == max_iter:
+        shrunk = ((rinf <= target) | (rinf <= 1e-4 * synced)).all()
+        if shrunk or it - last == 12 or it == max_iter:
+            last = it
             x.add_(dx)
             dx.zero_()
             torch.sub(b, fine64.apply(x, fine64.buffer("ax", c)), out=r64)
@@ -274,7 +278,7 @@ def _cg(top: _Grid, fine64: _Grid, b: torch.Tensor, x: torch.Tensor, target: tor
 
 
 def _subsets(unknown: torch.Tensor) -> torch.Tensor:
-    """inside[i, j]: the unknown pixels of system i are a subset of those of system j."""
+    """B x B bool: [i, j] when the unknown pixels of system i are a subset of those of j."""
     flat = unknown.flatten(1).float()
     overlap = flat @ flat.T
     return overlap == flat.sum(1, keepdim=True)
