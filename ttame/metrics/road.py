@@ -38,8 +38,9 @@ masked stencil ``W - N``, an M-matrix), preconditioned by geometric multigrid: c
 grid, bilinear prolongation that replicates at the image border and its exact adjoint as
 restriction, plain Jacobi smoothing, a dense Cholesky solve on the coarsest (<= 8x8) grid; V(1,1)
 cycles below the fine grid and an additive (Jacobi + coarse correction) step on the fine
-grid, which costs no stencil there. The work is float32; the solution and the residuals that
-decide convergence are float64.
+grid, which costs no stencil there. CG starts from the mean of the kept pixels (a third fewer
+iterations than from zero). The work is float32; the solution and the residuals that decide
+convergence are float64 (the float32 residual is replaced by the true one as CG goes).
 
 Certificate: A^-1 >= 0 elementwise, so the error of x obeys
 ``max|x - x*| <= ||A^-1||_inf * max|b - A x|`` and ``||A^-1||_inf = max(A^-1 1)``. A vector
@@ -287,7 +288,7 @@ def _subsets(unknown: torch.Tensor) -> torch.Tensor:
 def _inverse_norm_bounds(unknown: torch.Tensor, max_iter: int) -> torch.Tensor:
     """Upper bounds of ||A^-1||_inf, one per system (B x 1 x 1 x 1).
 
-    A is an M-matrix, so A^-1 >= 0 and ||A^-1||_inf = max(A^-1 1). Any z >= 0 with A z >= mu > 0
+    A is an M-matrix, so A^-1 >= 0 and ||A^-1||_inf = max(A^-1 1). Any z with A z >= mu > 0
     (checked in float64) gives A^-1 1 <= z / mu. The bound is monotone in the unknown set: if
     U_i is a subset of U_j, (A_j^-1 1) restricted to U_i bounds A_i^-1 1. So z is solved only
     for the systems that no other system contains (the largest fraction of each ROAD curve).
@@ -304,13 +305,13 @@ def _inverse_norm_bounds(unknown: torch.Tensor, max_iter: int) -> torch.Tensor:
     z = torch.zeros_like(ones)
     _cg(top, fine64, ones, z, torch.full_like(ones[:, :, :1, :1], 0.5), max_iter)
     az = fine64.apply(z, torch.empty_like(z))
-    mu = torch.where(fine64.unknown, az, torch.inf).amin((-2, -1))
-    valid = mu > 0
-    scaled = z.flatten(1) / torch.where(valid, mu, 1.0)
-    # bound[i] = min over covering roots j of max over U_i of z_j / mu_j.
-    masked = torch.where(unknown.flatten(1)[:, None, :], scaled[None, :, :], 0.0)
-    cover = sub[:, roots] & valid.flatten()[None, :]
-    bounds = torch.where(cover, masked.amax(-1), torch.inf).amin(1)
+    mu = torch.where(fine64.unknown, az, torch.inf).amin((-2, -1)).flatten()
+    flat = unknown.flatten(1)
+    bounds = torch.full((len(unknown),), torch.inf, dtype=torch.float64, device=unknown.device)
+    for k, j in enumerate(roots.tolist()):
+        if mu[k] > 0:  # otherwise z certifies nothing and the systems it covers stay unbounded
+            peak = torch.where(flat, z[k].flatten() / mu[k], 0.0).amax(1)
+            bounds = torch.where(sub[:, j], torch.minimum(bounds, peak), bounds)
     return bounds.reshape(-1, 1, 1, 1)
 
 
