@@ -235,8 +235,9 @@ def _cg(top: _Grid, fine64: _Grid, b: torch.Tensor, x: torch.Tensor, target: tor
         max_iter: int) -> int:
     """Solve A x = b in place until max |b - A x| <= target for every system; iterations used.
 
-    Multigrid-preconditioned conjugate gradients in float32; x and the residuals that decide
-    convergence are float64. The float32 residual is replaced by the true one whenever it has
+    Multigrid-preconditioned conjugate gradients in float32, in the flexible (Polak-Ribiere)
+    form that tolerates the rounding of a float32 preconditioner; x and the residuals that
+    decide convergence are float64. The float32 residual is replaced by the true one whenever it has
     shrunk by 1e-4 since the last replacement (or after 12 steps), which keeps CG converging
     past float32 precision; the float32 steps are summed in dx and moved into x at each
     replacement.
@@ -248,6 +249,7 @@ def _cg(top: _Grid, fine64: _Grid, b: torch.Tensor, x: torch.Tensor, target: tor
         return 0
     r = r64.float()
     z = _precondition(top, r, top.buffer("z0", c))
+    previous = top.buffer("z1", c)
     p = z.clone()
     rz = _dot(r, z)
     ap = top.buffer("ap", c)
@@ -270,9 +272,9 @@ def _cg(top: _Grid, fine64: _Grid, b: torch.Tensor, x: torch.Tensor, target: tor
             if (synced <= target).all():
                 return it
             r.copy_(r64)
-        _precondition(top, r, z)
+        z, previous = _precondition(top, r, previous), z
         rz_new = _dot(r, z)
-        beta = torch.where(rz > 0, rz_new / rz, 0.0)
+        beta = torch.where(rz > 0, (rz_new - _dot(r, previous)) / rz, 0.0)
         torch.addcmul(z, beta, p, out=p)
         rz = rz_new
     return max_iter
