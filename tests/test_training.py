@@ -358,7 +358,8 @@ def test_resume_after_a_kill_gives_the_same_head(tmp_path, monkeypatch):
         train(cut)
     monkeypatch.setattr(training, "compute_loss", real)
     saved = load_checkpoint(Path(cut.out) / "checkpoint.pt")
-    assert (saved["step"], saved["epoch"], saved["step_in_epoch"]) == (kill_at - 1, 1, 2)
+    progress = saved["progress"]
+    assert (progress["step"], progress["epoch"], progress["step_in_epoch"]) == (kill_at - 1, 1, 2)
     assert not list(Path(cut.out).glob("*.tmp"))
 
     train(tiny_config(tmp_path, out=str(tmp_path / "cut"), checkpoint_every=1, resume=True))
@@ -423,7 +424,7 @@ def test_a_non_finite_loss_stops_without_writing_a_head(tmp_path, monkeypatch):
     with pytest.raises(TrainingError, match=r"not finite at step 2 \(epoch 1\).*total=nan"):
         train(config)
     assert not (Path(config.out) / "head").exists()
-    assert load_checkpoint(Path(config.out) / "checkpoint.pt")["step"] == 1
+    assert load_checkpoint(Path(config.out) / "checkpoint.pt")["progress"]["step"] == 1
 
 
 def test_fp16_head_is_stored_in_half_and_loads_as_float32(tmp_path):

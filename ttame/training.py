@@ -475,236 +475,294 @@ def write_head(head: AttentionHead, folder: Path, fp16: bool) -> Path:
     return folder
 
 
+@dataclass
+class Progress:
+    """Where a run stands; saved with every checkpoint."""
+
+    epoch: int = 0
+    """The epoch under way, or the next to start."""
+    step_in_epoch: int = 0
+    """Steps of that epoch already done."""
+    step: int = 0
+    """Steps done in all."""
+    seconds: float = 0.0
+    """Training wall time so far (data loading included, validation not)."""
+
+
+class Trainer:
+    """One training run in one process: set up from a config, then :meth:`run`."""
+
+    def __init__(self, config: TrainConfig, runtime: Runtime, command: str | None) -> None:
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        if config.batch % runtime.world_size:
+            raise TrainingError(
+                f"--batch {config.batch} does not split evenly over {runtime.world_size} "
+                "processes."
+            )
+        self.config, self.runtime, self.command = config, runtime, command
+        device = self.device = runtime.device
+        on_gpu = device.type == "cuda"
+        self.amp = on_gpu if config.amp is None else config.amp
+        channels_last = on_gpu if config.channels_last is None else config.channels_last
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        torch.manual_seed(config.seed)
+
+        self.spec = spec = get_spec(config.backbone)
+        layers = tuple(config.layers.split(",")) if config.layers else None
+        self.backbone = build_backbone(spec, config.weights, layers=layers).to(device)
+        self.backbone.model.to(memory_format=self.memory_format)
+        self.head = fresh_head(self.backbone).to(device, memory_format=self.memory_format)
+        self.head.train()
+        self.init = config.init or ("cam" if spec.cam_classifier else "random")
+
+        self.sources = select_data(config)
+        self.plain = eval_transform(spec.input_size, spec.resize_size)
+        augment = default_train_transform(spec.input_size, spec.resize_size, config.color_jitter)
+        items = SeededItems(self.sources.train, augment, config.seed)
+        self.per_rank = config.batch // runtime.world_size
+        self.sampler = EpochSampler(len(items), runtime.rank, runtime.world_size, True,
+                                    config.seed)
+        self.steps_per_epoch = len(self.sampler) // self.per_rank
+        if self.steps_per_epoch == 0:
+            raise DataError(f"{len(items)} training images make no full batch of {config.batch}.")
+        options: dict[str, Any] = {"num_workers": config.workers, "pin_memory": on_gpu,
+                                   "persistent_workers": config.workers > 0}
+        self.loader = DataLoader(items, batch_size=self.per_rank, sampler=self.sampler,
+                                 drop_last=True, **options)
+        self.val_loader = None
+        if self.sources.val is not None and len(self.sources.val):
+            val_items = SeededItems(self.sources.val, self.plain, config.seed)
+            val_sampler = EpochSampler(len(val_items), runtime.rank, runtime.world_size,
+                                       shuffle=False, drop_last=False)
+            self.val_loader = DataLoader(val_items, batch_size=self.per_rank,
+                                         sampler=val_sampler, **options)
+
+        self.optimizer = torch.optim.SGD(
+            parameter_groups(self.head, config.weight_decay), lr=config.lr,
+            momentum=config.momentum, nesterov=config.nesterov,
+        )
+        self.scheduler = OneCycleLR(
+            self.optimizer, max_lr=config.lr, total_steps=config.epochs * self.steps_per_epoch,
+            pct_start=config.pct_start, div_factor=config.div_factor,
+            final_div_factor=config.final_div_factor, cycle_momentum=False,
+        )
+        self.loss_fn = TTameLoss(config.ce_weight, config.area_weight, config.tv_weight,
+                                 config.area_power, config.border)
+        self.progress = Progress()
+        self.label_counts = torch.zeros(self.head.num_classes, dtype=torch.float64,
+                                        device=device)
+        self.epoch_sums = torch.zeros(5, dtype=torch.float64, device=device)
+        self.model: nn.Module = self.head
+        self.resumed = False
+        self.cam_scale: float | None = None
+
+    # -- state -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Resume from the checkpoint, or initialise the head; then wrap it for DDP."""
+        path = self.config.checkpoint_path
+        if self.config.resume:
+            if not path.is_file():
+                raise TrainingError(f"--resume: there is no checkpoint at '{path}'.")
+            self.restore(load_checkpoint(path))
+        elif self.init == "cam":
+            count = min(len(self.sources.train), max(self.config.batch, 8))
+            picks = torch.linspace(0, len(self.sources.train) - 1, count).long().tolist()
+            images = torch.stack([self.plain(self.sources.train[i]) for i in picks])
+            self.cam_scale = init_from_cam(self.head, self.backbone, images.to(self.device))
+        if self.runtime.world_size > 1:
+            on_gpu = self.device.type == "cuda"
+            self.model = DistributedDataParallel(
+                self.head, device_ids=[self.device.index] if on_gpu else None
+            )
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Load everything :meth:`checkpoint` saved."""
+        _check_resume(saved["config"], self.config)
+        self.head.load_state_dict(saved["head"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.progress = Progress(**saved["progress"])
+        self.label_counts = saved["label_counts"].to(self.device)
+        self.epoch_sums = saved["epoch_sums"].to(self.device)
+        set_rng_state(saved["rng"])
+        self.resumed = True
+
+    def checkpoint(self) -> None:
+        """Save the whole state (rank 0 only), atomically."""
+        if not self.runtime.is_main:
+            return
+        save_checkpoint(self.config.checkpoint_path, {
+            "config": asdict(self.config), "head_config": _head_config(self.head),
+            "head": self.head.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "progress": asdict(self.progress),
+            "label_counts": self.label_counts.cpu(), "epoch_sums": self.epoch_sums.cpu(),
+            "rng": rng_state(),
+        })
+
+    # -- training ----------------------------------------------------------------------------
+
+    def step(self, images: torch.Tensor) -> torch.Tensor:
+        """One optimisation step; returns the loss terms averaged over the processes.
+
+        The terms are checked on every process at once, before the backward pass, so a
+        non-finite loss stops all of them together and never reaches the head.
+        """
+        images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        terms, labels = compute_loss(self.backbone, self.model, self.loss_fn, images, self.amp)
+        stats = torch.cat([
+            terms.stacked().double(),
+            torch.bincount(labels, minlength=self.head.num_classes).double(),
+        ])
+        stats = _reduce(stats, self.runtime)
+        values = stats[:4] / self.runtime.world_size
+        if not torch.isfinite(values).all():
+            names = ", ".join(
+                f"{n}={float(v):.4g}" for n, v in zip(LossTerms.names(), values, strict=True)
+            )
+            raise TrainingError(
+                f"The loss is not finite at step {self.progress.step + 1} (epoch "
+                f"{self.progress.epoch + 1}): {names}. Training stopped and no head was "
+                f"written; the last good checkpoint is '{self.config.checkpoint_path}'. Lower "
+                "--lr, or train without --amp."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.label_counts += stats[4:]
+        self.epoch_sums += torch.cat([values, values.new_ones(1)])
+        return values
+
+    def train_epoch(self, log: CsvLog | None) -> None:
+        """The rest of the current epoch, checkpointing every ``checkpoint_every`` steps."""
+        progress, config = self.progress, self.config
+        skip = progress.step_in_epoch
+        self.sampler.set_epoch(progress.epoch, skip * self.per_rank)
+        interval = 1.0 if sys.stderr.isatty() else 30.0
+        bar = tqdm(total=self.steps_per_epoch, initial=skip, mininterval=interval,
+                   desc=f"epoch {progress.epoch + 1}/{config.epochs}", dynamic_ncols=True,
+                   disable=not self.runtime.is_main)
+        started = last = time.perf_counter()
+        for images in self.loader:
+            lr = self.scheduler.get_last_lr()[0]
+            values = self.step(images)
+            now = time.perf_counter()
+            progress.seconds += now - last
+            last = now
+            progress.step += 1
+            progress.step_in_epoch += 1
+            rate = (progress.step_in_epoch - skip) * config.batch / (now - started)
+            if log is not None:
+                row = dict(zip(["loss", "ce", "area", "tv"], values.tolist(), strict=True))
+                bar.set_postfix({k: f"{v:.3f}" for k, v in row.items()} | {"img/s": f"{rate:.1f}"},
+                                refresh=False)
+                bar.update()
+                log.write({"epoch": progress.epoch + 1, "step": progress.step, "lr": lr, **row,
+                           "images_per_s": rate, "seconds": progress.seconds})
+            if (config.checkpoint_every and progress.step % config.checkpoint_every == 0
+                    and progress.step_in_epoch < self.steps_per_epoch):
+                self.checkpoint()
+        bar.close()
+
+    def end_epoch(self, log: CsvLog | None) -> None:
+        """Validate, log the epoch's means, move on to the next epoch and checkpoint."""
+        means = (self.epoch_sums[:4] / self.epoch_sums[4].clamp_min(1)).tolist()
+        self.epoch_sums.zero_()
+        val = [float("nan")] * 4
+        if self.val_loader is not None:
+            val = validate(self.backbone, self.head, self.loss_fn, self.val_loader, self.runtime,
+                           self.amp, self.memory_format).tolist()
+        progress = self.progress
+        if log is not None:
+            log.write({
+                "epoch": progress.epoch + 1, "step": progress.step,
+                **dict(zip(["loss", "ce", "area", "tv"], means, strict=True)),
+                **dict(zip(["val_loss", "val_ce", "val_area", "val_tv"], val, strict=True)),
+                "images_per_s": progress.step * self.config.batch / max(progress.seconds, 1e-9),
+                "seconds": progress.seconds,
+            })
+            print(f"epoch {progress.epoch + 1}: train loss {means[0]:.4f} (ce {means[1]:.4f}, "
+                  f"area {means[2]:.4f}, tv {means[3]:.4f}); validation loss {val[0]:.4f}; "
+                  f"{progress.seconds:.0f} s", flush=True)
+        progress.epoch += 1
+        progress.step_in_epoch = 0
+        self.checkpoint()
+
+    def run(self) -> Path | None:
+        """Train every remaining epoch; write the head on rank 0 and return its folder."""
+        self.start()
+        config, main = self.config, self.runtime.is_main
+        steps_log = epochs_log = None
+        if main:
+            config.out_dir.mkdir(parents=True, exist_ok=True)
+            resumed = self.resumed
+            steps_log = CsvLog(config.out_dir / "steps.csv", STEP_COLUMNS,
+                               self.progress.step if resumed else None, "step")
+            epochs_log = CsvLog(config.out_dir / "epochs.csv", EPOCH_COLUMNS,
+                                self.progress.epoch if resumed else None, "epoch")
+            print(self.describe(), flush=True)
+        try:
+            while self.progress.epoch < config.epochs:
+                self.train_epoch(steps_log)
+                self.end_epoch(epochs_log)
+        finally:
+            for log in (steps_log, epochs_log):
+                if log is not None:
+                    log.close()
+        return self.finish() if main else None
+
+    def describe(self) -> str:
+        """One line about the run, printed at its start."""
+        text = (
+            f"ttame train: {self.spec.name} taps {list(self.head.layers)}, "
+            f"{self.head.num_classes} classes; {self.sources.description}; "
+            f"{self.runtime.world_size} process(es) on {self.device}, batch {self.config.batch},"
+            f" {self.config.epochs} epochs x {self.steps_per_epoch} steps; init {self.init}"
+        )
+        if self.cam_scale is not None:
+            text += f" (CAM scale {self.cam_scale:.3g})"
+        if self.resumed:
+            text += f"; resumed at step {self.progress.step}"
+        return text
+
+    def finish(self) -> Path:
+        """Write the head, ``summary.json``, and upload the head if asked."""
+        config = self.config
+        folder = write_head(self.head, Path(config.head_dir or config.out_dir / "head"),
+                            config.fp16_head)
+        counts = self.label_counts.cpu()
+        seen = {int(i): int(counts[i]) for i in torch.nonzero(counts).flatten()}
+        summary = {
+            "backbone": self.spec.name, "layers": list(self.head.layers), "init": self.init,
+            "data": self.sources.description, "command": self.command, "epochs": config.epochs,
+            "steps": self.progress.step, "batch": config.batch,
+            "processes": self.runtime.world_size, "device": str(self.device),
+            "threads": torch.get_num_threads(), "train_seconds": round(self.progress.seconds, 1),
+            "fp16_head": config.fp16_head, "classes_seen": len(seen), "label_counts": seen,
+        }
+        (config.out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        print(f"head written to {folder} ({len(seen)} classes seen in training)", flush=True)
+        if config.push_to_hub:
+            try:
+                self.head.push_to_hub(config.push_to_hub)
+            except Exception as exc:  # any Hub failure is reported the same way
+                raise TrainingError(
+                    f"The head was saved to {folder} but the upload to "
+                    f"'{config.push_to_hub}' failed: {type(exc).__name__}: {str(exc)[:300]}"
+                ) from exc
+        return folder
+
+
 def train(config: TrainConfig, command: str | None = None) -> Path | None:
     """Run (or resume) a training; return the final head's folder on rank 0, else None."""
     runtime = setup_runtime(config.device)
     try:
-        return _train(config, runtime, command)
+        return Trainer(config, runtime, command).run()
     finally:
         if runtime.world_size > 1 and dist.is_initialized():
             dist.destroy_process_group()
-
-
-def _train(config: TrainConfig, runtime: Runtime, command: str | None) -> Path | None:
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    if config.batch % runtime.world_size:
-        raise TrainingError(
-            f"--batch {config.batch} does not split evenly over {runtime.world_size} processes."
-        )
-    device = runtime.device
-    on_gpu = device.type == "cuda"
-    amp = on_gpu if config.amp is None else config.amp
-    channels_last = on_gpu if config.channels_last is None else config.channels_last
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    torch.manual_seed(config.seed)
-
-    spec = get_spec(config.backbone)
-    layers = tuple(config.layers.split(",")) if config.layers else None
-    backbone = build_backbone(spec, config.weights, layers=layers).to(device)
-    backbone.model.to(memory_format=memory_format)
-    head = fresh_head(backbone).to(device).train()
-    init = config.init or ("cam" if spec.cam_classifier else "random")
-
-    sources = select_data(config)
-    train_items = SeededItems(
-        sources.train,
-        default_train_transform(spec.input_size, spec.resize_size, config.color_jitter),
-        config.seed,
-    )
-    plain = eval_transform(spec.input_size, spec.resize_size)
-    per_rank = config.batch // runtime.world_size
-    sampler = EpochSampler(len(train_items), runtime.rank, runtime.world_size, True, config.seed)
-    steps_per_epoch = len(sampler) // per_rank
-    if steps_per_epoch == 0:
-        raise DataError(
-            f"{len(train_items)} training images make no full batch of {config.batch}."
-        )
-    loader_options: dict[str, Any] = {
-        "num_workers": config.workers,
-        "pin_memory": on_gpu,
-        "persistent_workers": config.workers > 0,
-    }
-    loader = DataLoader(train_items, batch_size=per_rank, sampler=sampler, drop_last=True,
-                        **loader_options)
-    val_loader = None
-    if sources.val is not None and len(sources.val):
-        val_items = SeededItems(sources.val, plain, config.seed)
-        val_sampler = EpochSampler(len(val_items), runtime.rank, runtime.world_size,
-                                   shuffle=False, drop_last=False)
-        val_loader = DataLoader(val_items, batch_size=per_rank, sampler=val_sampler,
-                                **loader_options)
-
-    optimizer = torch.optim.SGD(
-        parameter_groups(head, config.weight_decay), lr=config.lr, momentum=config.momentum,
-        nesterov=config.nesterov,
-    )
-    scheduler = OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch,
-        pct_start=config.pct_start, div_factor=config.div_factor,
-        final_div_factor=config.final_div_factor, cycle_momentum=False,
-    )
-    loss_fn = TTameLoss(config.ce_weight, config.area_weight, config.tv_weight,
-                        config.area_power, config.border)
-    num_classes = head.num_classes
-    label_counts = torch.zeros(num_classes, dtype=torch.float64, device=device)
-    start_epoch, skip, step, seconds = 0, 0, 0, 0.0
-    epoch_sums = torch.zeros(5, dtype=torch.float64, device=device)
-    cam_scale = None
-
-    if config.resume and config.checkpoint_path.is_file():
-        saved = load_checkpoint(config.checkpoint_path)
-        _check_resume(saved["config"], config)
-        head.load_state_dict(saved["head"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        start_epoch, skip, step = saved["epoch"], saved["step_in_epoch"], saved["step"]
-        seconds = float(saved["seconds"])
-        label_counts = saved["label_counts"].to(device)
-        epoch_sums = saved["epoch_sums"].to(device)
-        set_rng_state(saved["rng"])
-        resumed_from: int | None = step
-    elif config.resume:
-        raise TrainingError(f"--resume: there is no checkpoint at '{config.checkpoint_path}'.")
-    else:
-        resumed_from = None
-        if init == "cam":
-            count = min(len(train_items), max(config.batch, 8))
-            picks = torch.linspace(0, len(train_items) - 1, count).long().tolist()
-            calibration = torch.stack([plain(sources.train[i]) for i in picks]).to(device)
-            cam_scale = init_from_cam(head, backbone, calibration)
-        head.to(memory_format=memory_format)
-
-    model: nn.Module = head
-    if runtime.world_size > 1:
-        model = DistributedDataParallel(head, device_ids=[device.index] if on_gpu else None)
-
-    def checkpoint(next_epoch: int, step_in_epoch: int) -> None:
-        if not runtime.is_main:
-            return
-        save_checkpoint(config.checkpoint_path, {
-            "config": asdict(config), "head_config": _head_config(head),
-            "head": head.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "epoch": next_epoch,
-            "step_in_epoch": step_in_epoch, "step": step, "seconds": seconds,
-            "label_counts": label_counts.cpu(), "epoch_sums": epoch_sums.cpu(),
-            "rng": rng_state(),
-        })
-
-    steps_log = epochs_log = None
-    if runtime.is_main:
-        config.out_dir.mkdir(parents=True, exist_ok=True)
-        steps_log = CsvLog(config.out_dir / "steps.csv", STEP_COLUMNS, resumed_from, "step")
-        epochs_log = CsvLog(config.out_dir / "epochs.csv", EPOCH_COLUMNS,
-                            start_epoch if resumed_from is not None else None, "epoch")
-        print(f"ttame train: {spec.name} taps {list(head.layers)}, {num_classes} classes; "
-              f"{sources.description}; {runtime.world_size} process(es) on {device}, "
-              f"batch {config.batch}, {config.epochs} epochs x {steps_per_epoch} steps; "
-              f"init {init}" + (f" (CAM scale {cam_scale:.3g})" if cam_scale else "")
-              + (f"; resumed at step {step}" if resumed_from is not None else ""), flush=True)
-    progress_interval = 1.0 if sys.stderr.isatty() else 30.0
-    try:
-        for epoch in range(start_epoch, config.epochs):
-            sampler.set_epoch(epoch, skip * per_rank)
-            bar = tqdm(total=steps_per_epoch, initial=skip, desc=f"epoch {epoch + 1}/"
-                       f"{config.epochs}", disable=not runtime.is_main,
-                       mininterval=progress_interval, dynamic_ncols=True)
-            started = last = time.perf_counter()
-            for step_in_epoch, images in enumerate(loader, start=skip + 1):
-                images = images.to(device, non_blocking=True, memory_format=memory_format)
-                terms, labels = compute_loss(backbone, model, loss_fn, images, amp)
-                stats = torch.cat([
-                    terms.stacked().double(),
-                    torch.bincount(labels, minlength=num_classes).double(),
-                ])
-                stats = _reduce(stats, runtime)
-                values = stats[:4] / runtime.world_size
-                if not torch.isfinite(values).all():
-                    names = ", ".join(
-                        f"{n}={float(v):.4g}"
-                        for n, v in zip(LossTerms.names(), values, strict=True)
-                    )
-                    raise TrainingError(
-                        f"The loss is not finite at step {step + 1} (epoch {epoch + 1}): "
-                        f"{names}. Training stopped and no head was written; the last good "
-                        f"checkpoint is '{config.checkpoint_path}'. Lower --lr, or train "
-                        "without --amp."
-                    )
-                lr = scheduler.get_last_lr()[0]
-                optimizer.zero_grad(set_to_none=True)
-                terms.total.backward()
-                optimizer.step()
-                scheduler.step()
-                step += 1
-                now = time.perf_counter()
-                seconds += now - last
-                last = now
-                label_counts += stats[4:]
-                epoch_sums += torch.cat([values, values.new_ones(1)])
-                rate = (step_in_epoch - skip) * config.batch / (now - started)
-                if runtime.is_main:
-                    row = dict(zip(LossTerms.names(), values.tolist(), strict=True))
-                    bar.set_postfix(loss=f"{row['total']:.3f}", ce=f"{row['ce']:.3f}",
-                                    area=f"{row['area']:.3f}", tv=f"{row['tv']:.3f}",
-                                    img_s=f"{rate:.1f}", refresh=False)
-                    bar.update()
-                    steps_log.write({
-                        "epoch": epoch + 1, "step": step, "lr": lr,
-                        "loss": row["total"], "ce": row["ce"], "area": row["area"],
-                        "tv": row["tv"], "images_per_s": rate, "seconds": seconds,
-                    })
-                if config.checkpoint_every and step % config.checkpoint_every == 0 \
-                        and step_in_epoch < steps_per_epoch:
-                    checkpoint(epoch, step_in_epoch)
-            bar.close()
-            skip = 0
-            train_means = (epoch_sums[:4] / epoch_sums[4].clamp_min(1)).tolist()
-            epoch_sums.zero_()
-            val = (
-                validate(backbone, head, loss_fn, val_loader, runtime, amp, memory_format).tolist()
-                if val_loader is not None else [float("nan")] * 4
-            )
-            if runtime.is_main:
-                epochs_log.write({
-                    "epoch": epoch + 1, "step": step, "loss": train_means[0],
-                    "ce": train_means[1], "area": train_means[2], "tv": train_means[3],
-                    "val_loss": val[0], "val_ce": val[1], "val_area": val[2], "val_tv": val[3],
-                    "images_per_s": step * config.batch / max(seconds, 1e-9),
-                    "seconds": seconds,
-                })
-                print(f"epoch {epoch + 1}: train loss {train_means[0]:.4f} (ce "
-                      f"{train_means[1]:.4f}, area {train_means[2]:.4f}, tv "
-                      f"{train_means[3]:.4f}); validation loss {val[0]:.4f}; "
-                      f"{seconds:.0f} s", flush=True)
-            checkpoint(epoch + 1, 0)
-    finally:
-        if steps_log is not None and epochs_log is not None:
-            steps_log.close()
-            epochs_log.close()
-
-    if not runtime.is_main:
-        return None
-    folder = write_head(head, Path(config.head_dir or config.out_dir / "head"), config.fp16_head)
-    seen = {int(i): int(label_counts[i]) for i in torch.nonzero(label_counts).flatten()}
-    summary = {
-        "backbone": spec.name, "layers": list(head.layers), "init": init,
-        "data": sources.description, "command": command, "epochs": config.epochs,
-        "steps": step, "batch": config.batch, "processes": runtime.world_size,
-        "device": str(device), "threads": torch.get_num_threads(),
-        "train_seconds": round(seconds, 1), "fp16_head": config.fp16_head,
-        "classes_seen": len(seen), "label_counts": seen,
-    }
-    (config.out_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    print(f"head written to {folder} ({len(seen)} classes seen in training)", flush=True)
-    if config.push_to_hub:
-        try:
-            head.push_to_hub(config.push_to_hub)
-        except Exception as exc:  # any Hub failure is reported the same way
-            raise TrainingError(
-                f"The head was saved to {folder} but the upload to '{config.push_to_hub}' "
-                f"failed: {type(exc).__name__}: {str(exc)[:300]}"
-            ) from exc
-    return folder
 
 
 # --- command line -----------------------------------------------------------------------------
