@@ -438,6 +438,11 @@ def test_fp16_head_is_stored_in_half_and_loads_as_float32(tmp_path):
         with safe_open(folder / "model.safetensors", "pt") as stored:
             assert stored.get_tensor("fuser.weight").dtype == dtype
     assert (half / "model.safetensors").stat().st_size < (full / "model.safetensors").stat().st_size
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (half / "model.safetensors", half / "config.json", tmp_path / "run16" /
+                 "checkpoint.pt"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask
     a, b = load_head(full).state_dict(), load_head(half).state_dict()
     assert b["fuser.weight"].dtype == torch.float32
     assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-3) for k in a)

@@ -294,6 +294,17 @@ def setup_runtime(device: str | None) -> Runtime:
 _MAGIC = b"TTAME-CHECKPOINT-1\n"
 
 
+def _publish(tmp: str | Path, path: Path) -> None:
+    """Give a finished temporary file the usual permissions (0666 less the umask), move it in.
+
+    Temporary files are created private (0600); the files they become should not be.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` atomically (temporary file, fsync, rename) with a SHA-256 of its bytes.
 
@@ -310,7 +321,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
             out.write(_MAGIC + digest + b"\n" + payload)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -471,7 +482,7 @@ def write_head(head: AttentionHead, folder: Path, fp16: bool) -> Path:
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         copy.save_pretrained(tmp)
         for name in ("config.json", "model.safetensors"):
-            os.replace(Path(tmp) / name, folder / name)
+            _publish(Path(tmp) / name, folder / name)
     return folder
 
 
