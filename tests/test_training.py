@@ -307,7 +307,9 @@ def test_run_writes_a_head_logs_and_changes_the_head(tmp_path):
     with (tmp_path / "run" / "epochs.csv").open() as f:
         epochs = list(csv.DictReader(f))
     assert [int(r["step"]) for r in steps] == list(range(1, len(steps) + 1))
-    assert len(epochs) == 2 and all(np.isfinite(float(r["val_loss"])) for r in epochs)
+    assert [int(r["epoch"]) for r in epochs] == [0, 1, 2]  # epoch 0: before any step
+    assert all(np.isfinite(float(r["val_loss"])) for r in epochs)
+    assert np.isnan(float(epochs[0]["loss"])) and np.isfinite(float(epochs[1]["loss"]))
     lrs = [float(r["lr"]) for r in steps]
     assert lrs[0] < max(lrs) and lrs[-1] < max(lrs)  # one cycle: up, then down
 
@@ -365,11 +367,13 @@ def test_resume_after_a_kill_gives_the_same_head(tmp_path, monkeypatch):
     train(tiny_config(tmp_path, out=str(tmp_path / "cut"), checkpoint_every=1, resume=True))
     a, b = head_state(Path(whole.out) / "head"), head_state(Path(cut.out) / "head")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    rows = []
-    for run in (whole, cut):
-        with (Path(run.out) / "steps.csv").open() as f:
-            rows.append([(r["step"], r["loss"], r["lr"]) for r in csv.DictReader(f)])
-    assert rows[0] == rows[1]
+    for name, columns in (("steps.csv", ("step", "loss", "lr")),
+                          ("epochs.csv", ("epoch", "step", "loss", "val_loss"))):
+        rows = []
+        for run in (whole, cut):
+            with (Path(run.out) / name).open() as f:
+                rows.append([tuple(r[c] for c in columns) for r in csv.DictReader(f)])
+        assert rows[0] == rows[1]
 
 
 def test_resume_refuses_other_options_and_damaged_checkpoints(tmp_path):

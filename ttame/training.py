@@ -677,28 +677,38 @@ class Trainer:
                 self.checkpoint()
         bar.close()
 
+    def validation(self) -> list[float]:
+        """Mean validation loss terms (NaN without a validation set)."""
+        if self.val_loader is None:
+            return [float("nan")] * 4
+        return validate(self.backbone, self.head, self.loss_fn, self.val_loader, self.runtime,
+                        self.amp, self.memory_format).tolist()
+
+    def log_epoch(self, log: CsvLog | None, train: list[float], val: list[float]) -> None:
+        """One row of ``epochs.csv`` and one printed line for the epoch just finished."""
+        if log is None:
+            return
+        progress = self.progress
+        log.write({
+            "epoch": progress.epoch, "step": progress.step,
+            **dict(zip(["loss", "ce", "area", "tv"], train, strict=True)),
+            **dict(zip(["val_loss", "val_ce", "val_area", "val_tv"], val, strict=True)),
+            "images_per_s": progress.step * self.config.batch / max(progress.seconds, 1e-9),
+            "seconds": progress.seconds,
+        })
+        print(f"epoch {progress.epoch}: train loss {train[0]:.4f} (ce {train[1]:.4f}, area "
+              f"{train[2]:.4f}, tv {train[3]:.4f}); validation loss {val[0]:.4f} (ce "
+              f"{val[1]:.4f}, area {val[2]:.4f}, tv {val[3]:.4f}); {progress.seconds:.0f} s",
+              flush=True)
+
     def end_epoch(self, log: CsvLog | None) -> None:
         """Validate, log the epoch's means, move on to the next epoch and checkpoint."""
         means = (self.epoch_sums[:4] / self.epoch_sums[4].clamp_min(1)).tolist()
         self.epoch_sums.zero_()
-        val = [float("nan")] * 4
-        if self.val_loader is not None:
-            val = validate(self.backbone, self.head, self.loss_fn, self.val_loader, self.runtime,
-                           self.amp, self.memory_format).tolist()
-        progress = self.progress
-        if log is not None:
-            log.write({
-                "epoch": progress.epoch + 1, "step": progress.step,
-                **dict(zip(["loss", "ce", "area", "tv"], means, strict=True)),
-                **dict(zip(["val_loss", "val_ce", "val_area", "val_tv"], val, strict=True)),
-                "images_per_s": progress.step * self.config.batch / max(progress.seconds, 1e-9),
-                "seconds": progress.seconds,
-            })
-            print(f"epoch {progress.epoch + 1}: train loss {means[0]:.4f} (ce {means[1]:.4f}, "
-                  f"area {means[2]:.4f}, tv {means[3]:.4f}); validation loss {val[0]:.4f}; "
-                  f"{progress.seconds:.0f} s", flush=True)
-        progress.epoch += 1
-        progress.step_in_epoch = 0
+        val = self.validation()
+        self.progress.epoch += 1
+        self.progress.step_in_epoch = 0
+        self.log_epoch(log, means, val)
         self.checkpoint()
 
     def run(self) -> Path | None:
@@ -714,6 +724,8 @@ class Trainer:
             epochs_log = CsvLog(config.out_dir / "epochs.csv", EPOCH_COLUMNS,
                                 self.progress.epoch if resumed else None, "epoch")
             print(self.describe(), flush=True)
+        if not self.resumed:  # epoch 0: the starting point, before any step
+            self.log_epoch(epochs_log, [float("nan")] * 4, self.validation())
         try:
             while self.progress.epoch < config.epochs:
                 self.train_epoch(steps_log)
