@@ -99,6 +99,30 @@ class AttentionHead(
         maps = torch.einsum("bmc,bchw->bmhw", selected, features)
         return maps + bias[classes].to(maps.dtype)[..., None, None]
 
+    @torch.no_grad()
+    def init_from_classifier(
+        self, weight: torch.Tensor, bias: torch.Tensor, scale: float = 1.0, shift: float = 0.0
+    ) -> None:
+        """Start every class map as a class activation map (CAM) of the last tapped layer.
+
+        ``weight`` (K x C_last) and ``bias`` (K) are the backbone's linear classifier over the
+        global average of the last tap. The last branch starts as the identity (its BatchNorm
+        scale is zeroed, so ``relu(x + 0)``), the fusion weighs only that branch, with the
+        classifier's weights: ``c_k = scale * (W_k . f + b_k) + shift``. Classes the training
+        data never shows then still get a CAM-like map instead of random noise.
+        """
+        if weight.shape != (self.num_classes, self.in_channels[-1]):
+            raise HeadError(
+                f"A classifier of shape {tuple(weight.shape)} does not fit the last tap "
+                f"({self.in_channels[-1]} channels) and {self.num_classes} classes."
+            )
+        last = self.branches[-1]
+        last.bn.weight.zero_()
+        last.bn.bias.zero_()
+        self.fuser.weight.zero_()
+        self.fuser.weight[:, -self.in_channels[-1] :, 0, 0] = scale * weight
+        self.fuser.bias.copy_(scale * bias + shift)
+
     def forward(
         self, maps: list[torch.Tensor], classes: torch.Tensor | None = None
     ) -> torch.Tensor:

@@ -1,0 +1,500 @@
+import csv
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from tests.conftest import TINY_CNN, TinyCNN, _seeded
+from ttame import backbones, training
+from ttame.backbones import get_spec
+from ttame.data import (
+    DataError,
+    EpochSampler,
+    SeededItems,
+    folder_sources,
+    imagenet_layout,
+    list_sources,
+    read_list_file,
+)
+from ttame.explainer import fresh_head, load_head
+from ttame.losses import TTameLoss
+from ttame.pool import default_train_transform
+from ttame.taps import build_backbone
+from ttame.training import (
+    TrainConfig,
+    TrainingError,
+    compute_loss,
+    init_from_cam,
+    load_checkpoint,
+    save_checkpoint,
+    train,
+)
+from ttame.weights import WeightsSource
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def varied_cnn() -> torch.nn.Module:
+    """The tiny CNN with its classifier centred on typical features, so top-1 labels vary.
+
+    (The plain tiny CNN answers the same class for every image, which hides label bugs.)
+    """
+    model = _seeded(TinyCNN)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.fc.weight.normal_(0, 1, generator=generator)
+        model.fc.weight -= model.fc.weight.mean(0, keepdim=True)
+        probe = F.interpolate(torch.rand(32, 3, 5, 5, generator=generator), size=32,
+                              mode="bilinear")
+        features = model.stage3(model.stage2(model.stage1(probe))).mean((2, 3))
+        model.fc.bias.copy_(-(model.fc.weight @ features.mean(0)))
+    return model
+
+
+VARIED_CNN = dataclasses.replace(
+    TINY_CNN, name="tiny_cnn_varied", build=varied_cnn,
+    weights=WeightsSource(download=lambda: varied_cnn().state_dict()),
+)
+
+
+@pytest.fixture(autouse=True)
+def varied_backbone(monkeypatch):
+    monkeypatch.setitem(backbones.REGISTRY, "tiny_cnn_varied", lambda: VARIED_CNN)
+
+
+def write_images(folder: Path, count: int, seed: int = 0, size: int = 40) -> list[Path]:
+    """Random-texture PNGs (blurred noise, so the tiny CNN's top-1 varies between images)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(count):
+        coarse = rng.integers(0, 256, size=(5, 5, 3), dtype=np.uint8)
+        image = Image.fromarray(coarse).resize((size, size), Image.Resampling.BILINEAR)
+        path = folder / f"img_{i:02d}.png"
+        image.save(path)
+        paths.append(path)
+    return paths
+
+
+def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
+    options = dict(
+        backbone="tiny_cnn_varied", data=str(tmp_path / "images"), out=str(tmp_path / "run"),
+        epochs=2, batch=4, lr=0.05, workers=0, device="cpu", checkpoint_every=0,
+        val_fraction=0.2, seed=3,
+    )
+    options.update(overrides)
+    return TrainConfig(**options)
+
+
+def tiny_batch(name: str = "tiny_cnn_varied", count: int = 6, seed: int = 0):
+    backbone = build_backbone(get_spec(name))
+    torch.manual_seed(seed)
+    head = fresh_head(backbone).train()
+    coarse = torch.rand(count, 3, 5, 5, generator=torch.Generator().manual_seed(seed))
+    images = F.interpolate(coarse, size=32, mode="bilinear").clamp(0, 1)
+    return backbone, head, images
+
+
+def head_state(folder: Path) -> dict[str, torch.Tensor]:
+    return load_head(folder).state_dict()
+
+
+# --- the step -----------------------------------------------------------------------------
+
+
+def test_loss_fuses_only_the_batch_labels_and_sees_the_b_by_b_set(monkeypatch):
+    backbone, head, images = tiny_batch(count=8)
+    asked = []
+    fuse = type(head).fuse
+    monkeypatch.setattr(
+        type(head), "fuse", lambda self, f, c=None: asked.append(c) or fuse(self, f, c)
+    )
+    loss_fn = TTameLoss()
+    terms, labels = compute_loss(backbone, head, loss_fn, images)
+    unique = torch.unique(labels)
+    assert len(asked) == 1 and asked[0].dim() == 1 and torch.equal(asked[0], unique)
+    assert len(unique) > 1  # the test needs a batch with several labels
+
+    # Reference computation: all K maps, each image's mask for every image's label.
+    with torch.no_grad():
+        logits, maps = backbone.forward_features(images)
+        all_masks = torch.sigmoid(head(maps))
+        own = all_masks[torch.arange(8), labels][:, None]
+        up = F.interpolate(own, size=(32, 32), mode="bilinear", align_corners=False)
+        expected = loss_fn(backbone(images * up), labels, all_masks[:, labels])
+    assert torch.equal(labels, logits.argmax(1))
+    for name in ("total", "ce", "area", "tv"):
+        assert getattr(terms, name).item() == pytest.approx(
+            getattr(expected, name).item(), rel=1e-5
+        )
+
+
+def test_vit_masks_the_normalised_image_and_cnn_the_raw_one(monkeypatch):
+    for name, kind in (("tiny_vit", "vit"), ("tiny_cnn_varied", "cnn")):
+        backbone, head, images = tiny_batch(name)
+        seen = []
+        forward = backbone.model.forward
+        monkeypatch.setattr(
+            backbone.model, "forward", lambda x, f=forward, s=seen: s.append(x) or f(x)
+        )
+        compute_loss(backbone, head, TTameLoss(), images)
+        clean, masked = seen
+        with torch.no_grad():
+            mask = masked / clean
+        if kind == "vit":  # normalised image times a mask in (0, 1): same sign, smaller
+            assert torch.equal(clean, backbone.normalize(images))
+            assert ((mask > 0) & (mask < 1)).float().mean() > 0.99
+        else:  # (raw * mask - mean) / std: not a per-pixel scaling of the normalised image
+            raw_mask = (masked * backbone.std + backbone.mean) / images
+            assert ((raw_mask > 0) & (raw_mask < 1)).float().mean() > 0.99
+            assert not ((mask > 0) & (mask < 1)).all()
+
+
+def test_gradients_reach_only_the_head_and_a_step_lowers_the_loss():
+    backbone, head, images = tiny_batch(count=8, seed=1)
+    loss_fn = TTameLoss()
+    terms, _ = compute_loss(backbone, head, loss_fn, images)
+    terms.total.backward()
+    assert all(p.grad is None for p in backbone.parameters())
+    grads = [p.grad for p in head.parameters()]
+    assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    with torch.no_grad():
+        for p in head.parameters():
+            p -= 0.05 * p.grad
+    after, _ = compute_loss(backbone, head, loss_fn, images)
+    assert after.total.item() < terms.total.item() - 1e-4
+
+
+def test_cam_init_gives_class_activation_maps():
+    backbone, head, images = tiny_batch(count=8)
+    scale = init_from_cam(head, backbone, images)
+    head.eval()
+    with torch.no_grad():
+        logits, maps = backbone.forward_features(images)
+        c = head(maps, torch.tensor([0, 3]))
+        fc = backbone.model.fc
+        last = F.interpolate(maps[-1], size=c.shape[-2:], mode="bilinear", align_corners=False)
+        cam = torch.einsum("kc,bchw->bkhw", fc.weight[[0, 3]], F.relu(last))
+        cam = cam + fc.bias[[0, 3], None, None]
+    assert scale > 0
+    assert torch.allclose(c, scale * cam + (c - scale * cam).flatten().mean(), atol=1e-4)
+    # Standardised over the calibration batch's own labels.
+    own = head(maps, logits.argmax(1)[:, None])
+    assert own.mean().item() == pytest.approx(0.0, abs=1e-4)
+    assert own.std().item() == pytest.approx(1.0, rel=1e-3)
+
+
+def test_cam_init_needs_a_classifier():
+    backbone, head, images = tiny_batch("tiny_vit")
+    with pytest.raises(TrainingError, match="--init random"):
+        init_from_cam(head, backbone, images)
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+def test_list_file_format(tmp_path):
+    (tmp_path / "n01").mkdir()
+    listing = tmp_path / "train.txt"
+    listing.write_text(
+        "# comment\n"
+        "n01/a.JPEG 0\n"
+        "\n"
+        "n01/with space.png 12\n"
+        "n01/nolabel.jpg\n"
+    )
+    entries = read_list_file(listing)
+    assert entries == [
+        (tmp_path / "n01/a.JPEG", 0),
+        (tmp_path / "n01/with space.png", 12),
+        (tmp_path / "n01/nolabel.jpg", None),
+    ]
+    other = read_list_file(listing, root=tmp_path / "elsewhere")
+    assert other[0][0] == tmp_path / "elsewhere/n01/a.JPEG"
+    listing.write_text("n01/a.JPEG 0\nnot an image line 3\n")
+    with pytest.raises(DataError, match=r"train.txt:2"):
+        read_list_file(listing)
+
+
+def test_list_sources_read_images(tmp_path):
+    paths = write_images(tmp_path / "imgs" / "n01", 3)
+    (tmp_path / "train.txt").write_text(
+        "".join(f"n01/{p.name} 7\n" for p in paths[:2])
+    )
+    (tmp_path / "val.txt").write_text(f"n01/{paths[2].name} 7\n")
+    sources = list_sources(tmp_path / "train.txt", tmp_path / "val.txt", tmp_path / "imgs")
+    assert len(sources.train) == 2 and len(sources.val) == 1
+    assert sources.train[0].size == (40, 40)
+    with pytest.raises(DataError, match="--data-root"):
+        list_sources(tmp_path / "train.txt", None, None)
+
+
+def test_imagenet_layout_and_plain_folder(tmp_path):
+    write_images(tmp_path / "inet" / "train" / "n01", 3)
+    write_images(tmp_path / "inet" / "train" / "n02", 2, seed=1)
+    write_images(tmp_path / "inet" / "val" / "n01", 2, seed=2)
+    assert imagenet_layout(tmp_path / "inet") == (
+        tmp_path / "inet" / "train", tmp_path / "inet" / "val"
+    )
+    sources = folder_sources(tmp_path / "inet", val_fraction=0.5)
+    assert (len(sources.train), len(sources.val)) == (5, 2)
+
+    write_images(tmp_path / "plain" / "a" / "b", 20)
+    (tmp_path / "plain" / "notes.txt").write_text("not an image")
+    assert imagenet_layout(tmp_path / "plain") is None
+    split = folder_sources(tmp_path / "plain", val_fraction=0.3)
+    train_names = {p.name for p in split.train.paths}
+    val_names = {p.name for p in split.val.paths}
+    assert len(train_names) + len(val_names) == 20 and not train_names & val_names
+    assert 0 < len(val_names) < 20
+    again = folder_sources(tmp_path / "plain", val_fraction=0.3)
+    assert {p.name for p in again.val.paths} == val_names
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="No images"):
+        folder_sources(tmp_path / "empty", 0.1)
+
+
+def test_items_are_seeded_by_epoch_and_index(tmp_path):
+    paths = write_images(tmp_path / "images", 4, size=60)
+    from ttame.data import ImageFiles
+
+    items = SeededItems(ImageFiles(paths), default_train_transform(32, 36), seed=5)
+    torch.manual_seed(0)
+    first = items[(0, 1)]
+    state = torch.get_rng_state()
+    assert torch.equal(first, items[(0, 1)])
+    assert torch.equal(state, torch.get_rng_state())  # the global RNG is left alone
+    assert any(not torch.equal(first, items[(e, 1)]) for e in range(1, 5))
+
+
+def test_epoch_sampler_splits_and_skips():
+    whole = EpochSampler(10, seed=1)
+    whole.set_epoch(2)
+    keys = list(whole)
+    assert sorted(i for _, i in keys) == list(range(10)) and {e for e, _ in keys} == {2}
+    whole.set_epoch(2, skip=4)
+    assert list(whole) == keys[4:] and len(whole) == 6
+    shards = [EpochSampler(10, rank=r, world_size=2, seed=1) for r in range(2)]
+    for s in shards:
+        s.set_epoch(2)
+    assert sorted(i for s in shards for _, i in s) == list(range(10))
+    whole.set_epoch(3)
+    assert list(whole) != keys
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+
+def test_run_writes_a_head_logs_and_changes_the_head(tmp_path):
+    write_images(tmp_path / "images", 12)
+    config = tiny_config(tmp_path, init="random")
+    folder = train(config)
+    assert folder == tmp_path / "run" / "head"
+    trained = head_state(folder)
+    torch.manual_seed(config.seed)
+    start = fresh_head(build_backbone(get_spec("tiny_cnn_varied"))).state_dict()
+    assert any(not torch.equal(trained[k], start[k]) for k in start if k.endswith("weight"))
+    with (tmp_path / "run" / "steps.csv").open() as f:
+        steps = list(csv.DictReader(f))
+    with (tmp_path / "run" / "epochs.csv").open() as f:
+        epochs = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in steps] == list(range(1, len(steps) + 1))
+    assert [int(r["epoch"]) for r in epochs] == [0, 1, 2]  # epoch 0: before any step
+    assert all(np.isfinite(float(r["val_loss"])) for r in epochs)
+    assert np.isnan(float(epochs[0]["loss"])) and np.isfinite(float(epochs[1]["loss"]))
+    lrs = [float(r["lr"]) for r in steps]
+    assert lrs[0] < max(lrs) and lrs[-1] < max(lrs)  # one cycle: up, then down
+
+
+def test_training_lowers_the_loss_on_its_data(tmp_path):
+    write_images(tmp_path / "images", 16)
+    config = tiny_config(tmp_path, epochs=6, lr=0.2, val_fraction=0.0, init="random")
+    backbone = build_backbone(get_spec("tiny_cnn_varied"))
+    images = torch.stack(
+        [SeededItems(folder_sources(config.data, 0.0).train, default_train_transform(32, 36))
+         [(0, i)] for i in range(16)]
+    )
+    torch.manual_seed(config.seed)
+    before = fresh_head(backbone).eval()
+    after = load_head(train(config))
+    loss_fn = TTameLoss()
+    with torch.no_grad():
+        start = compute_loss(backbone, before, loss_fn, images)[0].total.item()
+        end = compute_loss(backbone, after, loss_fn, images)[0].total.item()
+    assert end < start - 0.05
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_a_kill_gives_the_same_head(tmp_path, monkeypatch):
+    write_images(tmp_path / "images", 20)
+    whole = tiny_config(tmp_path, out=str(tmp_path / "whole"), checkpoint_every=1)
+    train(whole)
+    per_epoch = len(folder_sources(whole.data, whole.val_fraction).train) // whole.batch
+    assert per_epoch >= 3
+    kill_at = per_epoch + 3  # the third step of the second epoch
+
+    calls = {"n": 0}
+    real = training.compute_loss
+
+    def dies_mid_epoch(*args, **kwargs):
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == kill_at:
+                raise Killed
+        return real(*args, **kwargs)
+
+    cut = tiny_config(tmp_path, out=str(tmp_path / "cut"), checkpoint_every=1)
+    monkeypatch.setattr(training, "compute_loss", dies_mid_epoch)
+    with pytest.raises(Killed):
+        train(cut)
+    monkeypatch.setattr(training, "compute_loss", real)
+    saved = load_checkpoint(Path(cut.out) / "checkpoint.pt")
+    progress = saved["progress"]
+    assert (progress["step"], progress["epoch"], progress["step_in_epoch"]) == (kill_at - 1, 1, 2)
+    assert not list(Path(cut.out).glob("*.tmp"))
+
+    train(tiny_config(tmp_path, out=str(tmp_path / "cut"), checkpoint_every=1, resume=True))
+    a, b = head_state(Path(whole.out) / "head"), head_state(Path(cut.out) / "head")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for name, columns in (("steps.csv", ("step", "loss", "lr")),
+                          ("epochs.csv", ("epoch", "step", "loss", "val_loss"))):
+        rows = []
+        for run in (whole, cut):
+            with (Path(run.out) / name).open() as f:
+                rows.append([tuple(r[c] for c in columns) for r in csv.DictReader(f)])
+        assert rows[0] == rows[1]
+
+
+def test_resume_refuses_other_options_and_damaged_checkpoints(tmp_path):
+    write_images(tmp_path / "images", 10)
+    config = tiny_config(tmp_path, epochs=1, checkpoint_every=1)
+    train(config)
+    with pytest.raises(TrainingError, match="--lr"):
+        train(tiny_config(tmp_path, epochs=1, lr=0.3, resume=True))
+    path = Path(config.out) / "checkpoint.pt"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(TrainingError, match="damaged"):
+        train(tiny_config(tmp_path, epochs=1, resume=True))
+    flipped = bytearray(data)
+    flipped[-10] ^= 0xFF
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(TrainingError, match="damaged"):
+        load_checkpoint(path)
+    with pytest.raises(TrainingError, match="no checkpoint"):
+        train(tiny_config(tmp_path, out=str(tmp_path / "none"), resume=True))
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"step": 1})
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"step": 2})
+    assert load_checkpoint(path) == {"step": 1}
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_a_non_finite_loss_stops_without_writing_a_head(tmp_path, monkeypatch):
+    write_images(tmp_path / "images", 12)
+    real = TTameLoss.forward
+    calls = {"n": 0}
+
+    def explodes_at_step_two(self, *args):
+        terms = real(self, *args)
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == 2:
+                terms.total = terms.total * float("nan")
+        return terms
+
+    monkeypatch.setattr(TTameLoss, "forward", explodes_at_step_two)
+    config = tiny_config(tmp_path, checkpoint_every=1)
+    with pytest.raises(TrainingError, match=r"not finite at step 2 \(epoch 1\).*total=nan"):
+        train(config)
+    assert not (Path(config.out) / "head").exists()
+    assert load_checkpoint(Path(config.out) / "checkpoint.pt")["progress"]["step"] == 1
+
+
+def test_fp16_head_is_stored_in_half_and_loads_as_float32(tmp_path):
+    write_images(tmp_path / "images", 10)
+    full = train(tiny_config(tmp_path, epochs=1, head_dir=str(tmp_path / "fp32")))
+    half = train(tiny_config(tmp_path, epochs=1, out=str(tmp_path / "run16"),
+                             head_dir=str(tmp_path / "fp16"), fp16_head=True))
+    from safetensors import safe_open
+
+    for folder, dtype in ((full, torch.float32), (half, torch.float16)):
+        with safe_open(folder / "model.safetensors", "pt") as stored:
+            assert stored.get_tensor("fuser.weight").dtype == dtype
+    assert (half / "model.safetensors").stat().st_size < (full / "model.safetensors").stat().st_size
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (half / "model.safetensors", half / "config.json", tmp_path / "run16" /
+                 "checkpoint.pt"):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    a, b = load_head(full).state_dict(), load_head(half).state_dict()
+    assert b["fuser.weight"].dtype == torch.float32
+    assert all(torch.allclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-3) for k in a)
+
+
+def test_help_documents_every_option(capsys):
+    from ttame.cli import main as cli_main
+
+    for entry in (training.main, lambda argv: cli_main(["train", *argv])):
+        with pytest.raises(SystemExit):
+            entry(["--help"])
+        text = capsys.readouterr().out
+        for item in dataclasses.fields(TrainConfig):
+            flag = "--" + item.name.replace("_", "-")
+            assert flag in text
+            assert item.metadata["help"].split()[0] in text.split(flag, 1)[1]
+
+
+def test_data_options_are_exclusive(tmp_path):
+    with pytest.raises(DataError, match="exactly one"):
+        train(tiny_config(tmp_path, pool=str(tmp_path)))
+
+
+def test_two_processes_with_gloo(tmp_path):
+    write_images(tmp_path / "images", 12)
+    script = tmp_path / "launch.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(REPO)!r})
+        from tests.test_training import VARIED_CNN
+        from ttame import backbones
+        backbones.REGISTRY["tiny_cnn_varied"] = lambda: VARIED_CNN
+        from ttame.training import main
+        sys.exit(main())
+    """))
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        str(script), "--backbone", "tiny_cnn_varied", "--data",
+        str(tmp_path / "images"), "--out", str(tmp_path / "ddp"), "--epochs", "2",
+        "--batch", "4", "--workers", "0", "--device", "cpu", "--threads", "1",
+        "--val-fraction", "0.2", "--checkpoint-every", "1",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("head written") == 1  # only rank 0 writes and logs
+    head = load_head(tmp_path / "ddp" / "head")
+    assert head.backbone == "tiny_cnn_varied"
+    with (tmp_path / "ddp" / "steps.csv").open() as f:
+        assert len(list(csv.DictReader(f))) == 2 * (len(
+            folder_sources(tmp_path / "images", 0.2).train) // 4)
