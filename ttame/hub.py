@@ -108,20 +108,22 @@ def reachable(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def require_hub(what: str, error: type[Exception]) -> str:
-    """The endpoint, if a download may be tried; else raise ``error`` saying why at once."""
+def require_hub(what: str, error: type[Exception], advice: str = "") -> str:
+    """The endpoint, if a download may be tried; else raise ``error`` saying why, at once.
+
+    ``what`` is the subject of the message ("Head repo 'a/b'"); ``advice`` follows it.
+    """
     endpoint = hub_endpoint()
     if hub_offline():
-        raise error(
-            f"{what} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set. "
-            "Unset it and connect to the network once, or give a local file or folder."
-        )
-    if not reachable(endpoint):
-        raise error(
-            f"{what} is not in the local Hugging Face cache and the Hub ({endpoint}) cannot be "
-            "reached. Connect to the network once, or give a local file or folder."
-        )
-    return endpoint
+        reason = "HF_HUB_OFFLINE is set"
+    elif not reachable(endpoint):
+        reason = f"the Hub ({endpoint}) cannot be reached"
+    else:
+        return endpoint
+    raise error(f"{what} is not in the local Hugging Face cache and {reason}. {advice}".strip())
+
+
+GET_IT = "Connect to the network once (HF_HUB_OFFLINE unset), or give a local file or folder."
 
 
 def hub_folder(
@@ -143,7 +145,7 @@ def hub_folder(
         )
     except Exception:  # noqa: BLE001 - not cached: try the network below
         pass
-    endpoint = require_hub(f"Head repo '{repo_id}'", HeadError)
+    endpoint = require_hub(f"Head repo '{repo_id}'", HeadError, GET_IT)
     try:
         return Path(
             snapshot_download(
@@ -174,7 +176,7 @@ def hub_file(
     cached = try_to_load_from_cache(repo_id, filename, cache_dir=cache, revision=revision)
     if isinstance(cached, str):
         return Path(cached)
-    endpoint = require_hub(f"'{filename}' of Hub repo '{repo_id}'", error)
+    endpoint = require_hub(f"'{filename}' of Hub repo '{repo_id}'", error, GET_IT)
     try:
         return Path(
             hf_hub_download(
@@ -188,36 +190,46 @@ def hub_file(
 def timm_pretrained_state_dict(model_name: str) -> StateDict:
     """The pretrained weights of timm model ``model_name``: the Hugging Face cache, else a download.
 
-    timm fetches most weights from the Hub. A cached file is handed to timm directly (timm still
-    adapts it to the model); on a miss the Hub is probed first, so an offline machine fails in
-    about a second instead of after huggingface_hub's minute of retries.
+    timm fetches most weights from the Hub. The file is looked up in the cache, else downloaded
+    here (after the reachability probe, so an offline machine fails in about a second instead
+    of after huggingface_hub's minute of retries), and handed to timm, which still adapts it to
+    the model. Weights timm keeps elsewhere go through timm's own download.
     """
     import timm
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(model_name)
-    if cfg is not None and cfg.hf_hub_id and not cfg.custom_load:
-        repo_id, _, revision = cfg.hf_hub_id.partition("@")
-        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else [
-            "model.safetensors",
-            "pytorch_model.bin",
-        ]
+    if cfg is None or not cfg.hf_hub_id or cfg.custom_load:
+        return timm.create_model(model_name, pretrained=True).state_dict()
+    repo_id, _, revision = cfg.hf_hub_id.partition("@")
+    names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else TIMM_FILES
+    cache = hub_cache()
+    found = None
+    for name in names:
+        cached = try_to_load_from_cache(repo_id, name, cache_dir=cache, revision=revision or None)
+        if isinstance(cached, str):
+            found = cached
+            break
+    if found is None:
+        endpoint = require_hub(f"The weights file of {cfg.hf_hub_id}", OSError)
         for name in names:
-            cached = _cached_file(repo_id, name, revision or None)
-            if cached is not None:
-                model = timm.create_model(
-                    model_name, pretrained=True, pretrained_cfg_overlay={"file": str(cached)}
+            try:
+                found = hf_hub_download(
+                    repo_id, name, revision=revision or None, cache_dir=cache, endpoint=endpoint
                 )
-                return model.state_dict()
-        require_hub(f"timm's weights for '{model_name}' ({cfg.hf_hub_id})", OSError)
-    return timm.create_model(model_name, pretrained=True).state_dict()
+                break
+            except EntryNotFoundError:
+                continue
+        else:
+            raise OSError(f"Hub repo {repo_id} has none of {', '.join(names)}.")
+    model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay={"file": found})
+    return model.state_dict()
 
 
-def _cached_file(repo_id: str, filename: str, revision: str | None) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
-
-    cached = try_to_load_from_cache(repo_id, filename, cache_dir=hub_cache(), revision=revision)
-    return Path(cached) if isinstance(cached, str) else None
+TIMM_FILES = ["model.safetensors", "pytorch_model.bin"]
+"""The files timm looks for in a Hub repo, in its order of preference."""
 
 
 @dataclass(frozen=True)
@@ -561,7 +573,6 @@ def head_card(
         tags=["explainability", "saliency", "t-tame", "pytorch_model_hub_mixin"],
         license=license,
         license_name=license_name,
-        metrics=list(metrics) if metrics else None,
     )
     where = repo_id or "path/to/this/folder"
     taps = "\n".join(
@@ -592,9 +603,9 @@ def head_card(
 
 # T-TAME attention head for `{head.backbone}`
 
-A trained T-TAME attention head (Ntrougkas, Gkalelis, Mezaris, IEEE Access 2024). On top of the
-frozen image classifier `{head.backbone}`{described} it gives, for any of the classifier's
-{head.num_classes} classes, a saliency map of where the classifier looked, in one forward pass.
+A T-TAME attention head (Ntrougkas, Gkalelis, Mezaris, IEEE Access 2024). On top of the frozen
+image classifier `{head.backbone}`{described}, it gives a saliency map of where the classifier
+looked for any of its {head.num_classes} classes, in one forward pass.
 
 ## Backbone and tapped layers
 
@@ -602,13 +613,13 @@ frozen image classifier `{head.backbone}`{described} it gives, for any of the cl
 |---|---|---|
 {taps}
 
-Branch outputs are resized to at most {head.max_size}x{head.max_size} and fused into
+Branch outputs are resized to at most {head.max_size}x{head.max_size} and fused into \
 {head.num_classes} class maps.
 
 ## Training
 
 - Data: {training_data or "not recorded"}
-- Source: {source or "trained with ttame"}
+- Source: {source or "not recorded"}
 
 ## Metrics
 
