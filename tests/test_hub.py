@@ -234,7 +234,7 @@ def test_vit_checkpoint_prefix_and_backbone_from_channels(tmp_path):
 
     head, report = convert_checkpoint(tmp_path / "vit.ckpt")  # no hyper-parameters at all
 
-    assert head.backbone == "vit_b_16" and report.prefix == VIT_PREFIX
+    assert head.backbone == "vit_b_16" and report.prefix == VIT_PREFIX and not report.notes
     assert head.layers == list(get_spec("vit_b_16").taps)
     maps = paper_maps("vit_b_16")
     with torch.no_grad():
@@ -252,14 +252,16 @@ def test_lightning_hyper_parameter_dict_is_read_as_data(tmp_path, monkeypatch):
     AttributeDict.__module__ = "lightning.fabric.utilities.data"
     AttributeDict.__qualname__ = "AttributeDict"
     sys.modules["lightning.fabric.utilities.data"].AttributeDict = AttributeDict
-    hparams = AttributeDict(model_name="ResNet50", layers=["layer2", "layer3", "layer4"])
+    hparams = AttributeDict(model_name="ResNet50", layers=["layer2", "layer3", "layer4"],
+                            attention_version="TTAME")
     state = reference_head("resnet50", CNN_PREFIX, seed=5)
     torch.save(lightning_checkpoint(state, hparams), tmp_path / "r50.ckpt")
     for name in [*names, "lightning.fabric.utilities.data"]:
         monkeypatch.delitem(sys.modules, name)  # Lightning is not needed to read it
 
-    head, _ = convert_checkpoint(tmp_path / "r50.ckpt")
+    head, report = convert_checkpoint(tmp_path / "r50.ckpt")
     assert head.backbone == "resnet50" and head.in_channels == [512, 1024, 2048]
+    assert any("attention_version 'TTAME'" in note for note in report.notes)
 
 
 def test_import_checkpoint_cli_writes_a_loadable_head_with_its_card(tmp_path, capsys):

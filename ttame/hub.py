@@ -287,7 +287,7 @@ class ImportReport:
     prefix: str
     converted: int
     ignored_tensors: dict[str, int] = field(default_factory=dict)
-    """Tensors outside the head, counted by their first two key components (the backbone...)."""
+    """Tensors outside the head (the frozen backbone...), counted by the key prefix they share."""
     ignored_entries: list[str] = field(default_factory=list)
     """Top-level entries of the checkpoint other than the state dict (optimizer states, ...)."""
     notes: list[str] = field(default_factory=list)
@@ -381,7 +381,7 @@ def convert_state_dict(state: Mapping[str, torch.Tensor], prefix: str) -> StateD
 
 def _backbone_from_hints(hints: Mapping[str, Any], channels: list[int]) -> str:
     """The backbone a checkpoint was trained on: its hyper-parameters, else its channel counts."""
-    named = hints.get("model_name") or hints.get("model")
+    named = hints.get("model_name")
     if isinstance(named, str):
         squeeze = re.compile(r"[^a-z0-9]")
         for candidate in (named, *PAPER_BACKBONES):
@@ -395,7 +395,7 @@ def _backbone_from_hints(hints: Mapping[str, Any], channels: list[int]) -> str:
         return fits[0]
     raise HeadError(
         f"Cannot tell which backbone this head belongs to (branch channels {channels}); "
-        "name it with --backbone."
+        "name it (--backbone NAME, or backbone= in Python)."
     )
 
 
@@ -435,6 +435,13 @@ def convert_checkpoint(
             layers = [str(name) for name in hinted]
         except TTameError:
             notes.append(f"Its layers {list(hinted)} are not in '{spec.name}'; used {layers}.")
+    version = hints.get("attention_version")
+    if isinstance(version, str) and version != "TAME":
+        notes.append(
+            f"It was trained as attention_version '{version}'; ttame computes the paper's head "
+            "(the 'TAME' attention module, class token dropped): compare a few maps with the "
+            "reference implementation's before relying on them."
+        )
     expected, num_classes = tap_channels(spec, layers)
     head = AttentionHead(spec.name, layers, expected, int(converted["fuser.weight"].shape[0]))
     target = head.state_dict()
@@ -459,7 +466,7 @@ def convert_checkpoint(
     if missing:
         notes.append("No BatchNorm step counters in the file (unused at inference).")
     head.load_state_dict({**target, **converted})
-    ignored = Counter(".".join(k.split(".")[:2]) for k in state if not k.startswith(prefix))
+    ignored = Counter(_group(k, prefix) for k in state if not k.startswith(prefix))
     entries = [str(k) for k in raw if k != "state_dict"] if isinstance(raw, Mapping) else []
     report = ImportReport(
         source=str(path),
@@ -687,6 +694,15 @@ def run_import(args: argparse.Namespace) -> int:
     report = import_checkpoint(path, args.out, args.backbone, args.prefix, source=source)
     print(json.dumps(report.__dict__) if args.json else report.summary())
     return 0
+
+
+def _group(key: str, prefix: str) -> str:
+    """The part of ``key`` up to where it leaves the head's prefix (``generic.body``, say)."""
+    parts, head = key.split("."), prefix.split(".")
+    shared = 0
+    while shared < min(len(parts) - 1, len(head)) and parts[shared] == head[shared]:
+        shared += 1
+    return ".".join(parts[: min(shared + 1, len(parts) - 1)] or parts[:1])
 
 
 def _reason(exc: Exception) -> str:
