@@ -17,7 +17,7 @@ from typing import Literal
 from torch import nn
 
 from ttame.errors import BackboneError, WeightsUnavailableError
-from ttame.weights import StateDict, WeightsSource, resolve_state_dict
+from ttame.weights import StateDict, WeightsSource, fit_state_dict, resolve_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -207,7 +207,9 @@ def _timm_spec(model_name: str) -> BackboneSpec:
         return [f"class {i}" for i in range(num_classes)]
 
     def download() -> StateDict:
-        return timm.create_model(model_name, pretrained=True).state_dict()
+        from ttame.hub import timm_pretrained_state_dict
+
+        return timm_pretrained_state_dict(model_name)
 
     return BackboneSpec(
         name=TIMM_PREFIX + model_name,
@@ -248,6 +250,9 @@ def build_classifier(
     model = spec.build()
     if pretrained:
         state, origin = resolve_state_dict(spec.name, spec.weights, weights)
+        state, prefix = fit_state_dict(state, model.state_dict().keys())
+        if prefix:
+            origin = f"{origin} (keys under '{prefix}')"
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:

@@ -8,27 +8,34 @@ or a Hugging Face Hub repo id (safetensors only: nothing pickled is ever loaded)
 from __future__ import annotations
 
 import difflib
-import os
-import re
-import socket
+import json
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from urllib.parse import urlparse
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_model
 from torch import nn
 
 from ttame.backbones import DEFAULT_BACKBONE, BackboneSpec, get_spec
 from ttame.errors import ClassIndexError, HeadError, ImageError
 from ttame.head import AttentionHead
+from ttame.hub import (
+    CHECKPOINT_SUFFIXES,
+    HF_SCHEME,
+    REPO_ID,
+    HubRef,
+    checkpoint_head,
+    convert_checkpoint,
+    hub_folder,
+)
 from ttame.taps import Backbone, build_backbone
 
 ClassesArg = int | Sequence[int] | Sequence[Sequence[int]] | torch.Tensor | None
-REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 _PACKAGE_CHECKPOINTS = Path(__file__).parent / "checkpoints"
 _SOURCE_CHECKPOINTS = Path(__file__).parent.parent / "checkpoints"
 
@@ -127,88 +134,50 @@ def bundled_head(backbone: str) -> Path | None:
     return None
 
 
-def load_head(source: str | Path, cache_dir: str | Path | None = None) -> AttentionHead:
-    """A head from a local folder or a Hub repo id (``config.json`` + ``model.safetensors``).
+def load_head(
+    source: str | Path, cache_dir: str | Path | None = None, backbone: str | None = None
+) -> AttentionHead:
+    """A head from a folder, a Hub repo id, a reference checkpoint or an ``hf://`` reference.
 
-    A repo id is looked up in the Hugging Face cache first; only when it is not there, and the
-    Hub answers within a few seconds, is it downloaded. Offline, the failure is immediate.
+    - a folder with ``config.json`` + ``model.safetensors``;
+    - ``OWNER/NAME`` or ``hf://OWNER/NAME[@REVISION]``: a head repo on the Hub;
+    - ``FILE.ckpt`` (also ``.pt`` / ``.pth``): a checkpoint of the reference implementation,
+      converted in memory (:func:`ttame.hub.convert_checkpoint`);
+    - ``hf://OWNER/NAME[@REVISION]/FILE.ckpt``: such a checkpoint in a Hub repo, fetched and
+      converted once, then cached.
+
+    Hub files are looked up in the Hugging Face cache first; only on a miss, and when the Hub
+    answers within a few seconds, are they downloaded. Offline, the failure is immediate.
+    ``backbone`` names the backbone a checkpoint belongs to when the file does not say.
     """
+    text = str(source)
     path = Path(source).expanduser()
-    if path.is_dir():
+    if text.startswith(HF_SCHEME):
+        ref = HubRef.parse(text)
+        if ref.filename is None:
+            path = hub_folder(ref.repo_id, cache_dir, ref.revision)
+        else:
+            path = checkpoint_head(ref, backbone, cache_dir)
+    elif path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
+        return convert_checkpoint(path, backbone)[0]
+    elif path.is_dir():
         missing = [n for n in ("config.json", "model.safetensors") if not (path / n).is_file()]
         if missing:
             raise HeadError(f"Head folder {path} lacks {', '.join(missing)}.")
-    elif REPO_ID.match(str(source)) and ".." not in str(source):
-        path = hub_folder(str(source), cache_dir)
+    elif REPO_ID.match(text) and ".." not in text:
+        path = hub_folder(text, cache_dir)
     else:
         raise HeadError(
-            f"'{source}' is neither a head folder nor a Hugging Face Hub repo id (owner/name)."
+            f"'{source}' is neither a head folder nor a Hugging Face Hub repo id (owner/name); "
+            "other sources: hf://owner/name[/file.ckpt], a reference checkpoint file (.ckpt)."
         )
     try:
-        head = AttentionHead.from_pretrained(str(path), strict=True)
+        config = json.loads((path / "config.json").read_text())
+        head = AttentionHead(**config)
+        load_model(head, str(path / "model.safetensors"), strict=True)
     except Exception as exc:
         raise HeadError(f"Could not load the head from '{source}': {_reason(exc)}") from exc
     return head.eval()
-
-
-HEAD_FILES = ["config.json", "model.safetensors", "README.md"]
-
-
-def hub_folder(repo_id: str, cache_dir: str | Path | None = None) -> Path:
-    """The local snapshot of a head repo: from the cache, else downloaded if the Hub answers."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(
-            snapshot_download(
-                repo_id, allow_patterns=HEAD_FILES, cache_dir=cache_dir, local_files_only=True
-            )
-        )
-    except Exception:  # noqa: BLE001 - not cached: try the network below
-        pass
-    endpoint = hub_endpoint()
-    if hub_offline() or not reachable(endpoint):
-        raise HeadError(
-            f"Head repo '{repo_id}' is not in the local Hugging Face cache and the Hub "
-            f"({endpoint}) cannot be reached. Connect to the network once, or download the "
-            "head folder and pass its path."
-        )
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=HEAD_FILES, cache_dir=cache_dir))
-    except Exception as exc:
-        raise HeadError(
-            f"No T-TAME head could be fetched from '{repo_id}': {_reason(exc)}"
-        ) from exc
-
-
-def hub_offline() -> bool:
-    """Whether Hugging Face offline mode is on (read now, not at import time)."""
-    from huggingface_hub import constants
-
-    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
-    return flag in {"1", "ON", "YES", "TRUE"} or bool(constants.HF_HUB_OFFLINE)
-
-
-def hub_endpoint() -> str:
-    """The Hub's address (``HF_ENDPOINT`` read now, not at import time)."""
-    from huggingface_hub import constants
-
-    return os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
-
-
-def reachable(url: str, timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to ``url``'s host opens within ``timeout`` seconds.
-
-    huggingface_hub retries unreachable hosts with back-off for most of a minute; this probe
-    lets an offline user hear "no network" at once.
-    """
-    parsed = urlparse(url)
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        with socket.create_connection((parsed.hostname or "", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _reason(exc: Exception) -> str:
@@ -244,13 +213,13 @@ class Explainer(nn.Module):
         device: str | torch.device = "cpu",
         pretrained_backbone: bool = True,
     ) -> Explainer:
-        """Build an explainer from a head (folder or repo id) or the bundled one.
+        """Build an explainer from a head (any source :func:`load_head` takes) or the bundled one.
 
         With no head, the bundled ``checkpoints/<backbone>`` is used; if there is none, a fresh
         untrained head is built and every ``explain`` warns loudly.
         """
         source = head if head is not None else bundled_head(backbone or DEFAULT_BACKBONE)
-        loaded = load_head(source) if source is not None else None
+        loaded = load_head(source, backbone=backbone) if source is not None else None
         name = backbone or (loaded.backbone if loaded is not None else DEFAULT_BACKBONE)
         if loaded is not None and loaded.backbone != name:
             raise HeadError(
@@ -312,11 +281,26 @@ class Explainer(nn.Module):
 
     forward = explain
 
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write the head as ``config.json`` + ``model.safetensors`` (the backbone is not saved)."""
+    def save_pretrained(self, folder: str | Path, **card: Any) -> Path:
+        """Write the head as ``config.json`` + ``model.safetensors`` + model card ``README.md``.
+
+        The backbone is not saved. ``card`` fills the model card (see :func:`ttame.hub.head_card`:
+        ``training_data``, ``metrics``, ``license``, ``license_note``, ``source``, ``repo_id``);
+        the card is rewritten on every save so that it always describes the head beside it.
+        """
         folder = Path(folder)
-        self.head.save_pretrained(folder)
+        (folder / "README.md").unlink(missing_ok=True)
+        self.head.save_pretrained(folder, model_card_kwargs=card)
         return folder
+
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, **card: Any) -> str:
+        """Upload the head (config, weights, model card) to a Hub repo; returns the commit URL.
+
+        Needs a token (``hf auth login``); ``card`` as in :meth:`save_pretrained`.
+        """
+        return self.head.push_to_hub(
+            repo_id, private=private, model_card_kwargs={"repo_id": repo_id, **card}
+        )
 
 
 def fresh_head(backbone: Backbone, num_classes: int | None = None) -> AttentionHead:

@@ -8,12 +8,17 @@ weights: explaining one class costs ``sum C`` multiply-adds per pixel, not ``K *
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import torch
 import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from ttame.errors import HeadError
+
+if TYPE_CHECKING:
+    from huggingface_hub import ModelCard
 
 
 class FeatureBranch(nn.Module):
@@ -58,6 +63,16 @@ class AttentionHead(
         self.max_size = max_size
         self.branches = nn.ModuleList(FeatureBranch(c) for c in in_channels)
         self.fuser = nn.Conv2d(sum(in_channels), num_classes, kernel_size=1, bias=True)
+
+    def generate_model_card(self, *args: object, **kwargs: Any) -> ModelCard:
+        """The head's model card (backbone, taps, data, metrics, licence, how to load).
+
+        Called by ``save_pretrained`` and ``push_to_hub``; keyword arguments as in
+        :func:`ttame.hub.head_card`.
+        """
+        from ttame.hub import head_card
+
+        return head_card(self, **kwargs)
 
     def fused_size(self, maps: list[torch.Tensor]) -> tuple[int, int]:
         """Spatial size of the largest tapped map, each side capped at ``max_size``."""

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-from collections.abc import Callable, Mapping
+import pickle
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ttame.errors import WeightsUnavailableError
+from ttame.errors import TTameError, WeightsUnavailableError
 
 StateDict = dict[str, torch.Tensor]
 
@@ -39,15 +40,14 @@ class WeightsSource:
 def load_state_dict_file(path: str | Path) -> StateDict:
     """Load a state dict from safetensors or a PyTorch file, never unpickling arbitrary code."""
     path = Path(path)
+    if path.suffix != ".safetensors":
+        return unwrap_state_dict(load_checkpoint(path), path)
     if not path.is_file():
         raise WeightsUnavailableError(f"Weights file not found: {path}")
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+        from safetensors.torch import load_file
 
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_file(str(path))
     except Exception as exc:
         raise WeightsUnavailableError(
             f"Could not read weights from {path}: {exc}. Give a safetensors file or a plain "
@@ -56,19 +56,105 @@ def load_state_dict_file(path: str | Path) -> StateDict:
     return unwrap_state_dict(state, path)
 
 
+class _AsPlainDict:
+    """Reads Lightning's ``AttributeDict`` (a ``dict`` subclass of hyper-parameters) as a dict.
+
+    Lightning checkpoints may store their hyper-parameters in it; reading it as a plain dict
+    needs no code from Lightning and runs nothing from the file.
+    """
+
+    def __new__(cls, *args: object, **kwargs: object) -> dict:  # type: ignore[misc]
+        return dict(*args, **kwargs)
+
+
+HARMLESS_GLOBALS = (
+    "lightning.fabric.utilities.data.AttributeDict",
+    "pytorch_lightning.utilities.parsing.AttributeDict",
+)
+"""Pickled types read as plain data: Lightning's hyper-parameter dicts."""
+
+
+def load_checkpoint(path: str | Path, error: type[TTameError] = WeightsUnavailableError) -> object:
+    """Read a PyTorch file (``.pt``, ``.pth``, a Lightning ``.ckpt``) without running its code.
+
+    ``torch.load(weights_only=True)`` reads tensors, containers and numbers only; Lightning's
+    hyper-parameter dicts are read as plain dicts. Any other pickled object (an optimizer class,
+    a callback, a function) is refused with a message that names it and says how to extract
+    the weights from a file one trusts.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"File not found: {path}")
+    allowed = [(_AsPlainDict, name) for name in HARMLESS_GLOBALS]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        try:
+            objects = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception:  # noqa: BLE001 - the listing only adds detail to the message
+            objects = []
+        found = f" ({', '.join(objects[:8])})" if objects else ""
+        raise error(
+            f"{path} holds pickled Python objects{found} besides tensors: pickled objects are "
+            "refused, as reading them could run code. If you trust the file, save its weights "
+            "alone once: python -c \"import torch; c = torch.load('IN', weights_only=False); "
+            "torch.save(c.get('state_dict', c), 'OUT.pt')\" and use OUT.pt."
+        ) from exc
+    except Exception as exc:
+        raise error(
+            f"Could not read {path}: {type(exc).__name__}: {str(exc)[:300]}. Give a safetensors "
+            "file or a PyTorch file of tensors."
+        ) from exc
+
+
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+"""Key prefixes added by DistributedDataParallel / DataParallel and by ``torch.compile``."""
+
+
 def unwrap_state_dict(state: object, origin: str | Path = "checkpoint") -> StateDict:
-    """Accept ``{'state_dict': ...}`` / ``{'model': ...}`` wrappers and check it holds tensors."""
+    """Accept ``{'state_dict': ...}`` / ``{'model': ...}`` wrappers and check it holds tensors.
+
+    The ``module.`` prefix of DistributedDataParallel and the ``_orig_mod.`` prefix of
+    ``torch.compile`` are removed when every key carries them: both wrap the same network.
+    """
     if isinstance(state, Mapping):
         for key in ("state_dict", "model", "model_state_dict"):
             inner = state.get(key)
             if isinstance(inner, Mapping):
                 state = inner
                 break
-    if not isinstance(state, Mapping) or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
+    if (
+        not isinstance(state, Mapping)
+        or not state
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
     ):
         raise WeightsUnavailableError(f"{origin} does not contain a state dict of tensors.")
-    return dict(state)
+    state = dict(state)
+    prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
+    while prefix is not None:
+        state = {k[len(prefix) :]: v for k, v in state.items()}
+        prefix = next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None)
+    return state
+
+
+def fit_state_dict(state: StateDict, expected: Iterable[str]) -> tuple[StateDict, str]:
+    """The part of ``state`` that holds a network with keys ``expected``, and its key prefix.
+
+    A checkpoint of a larger module (a Lightning module holding the frozen backbone beside a
+    head, say) stores the backbone's keys under a prefix such as ``generic.body.``; the prefix
+    is found from the keys themselves. When nothing fits, ``state`` comes back unchanged so
+    that ``load_state_dict`` reports the mismatch.
+    """
+    wanted = list(expected)
+    if not wanted or all(k in state for k in wanted):
+        return state, ""
+    for key in state:
+        if key.endswith("." + wanted[0]):
+            prefix = key[: -len(wanted[0])]
+            if all(prefix + k in state for k in wanted):
+                return {k: state[prefix + k] for k in wanted}, prefix
+    return state, ""
 
 
 def sha256_of(path: Path) -> str:
