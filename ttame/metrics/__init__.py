@@ -1,0 +1,1 @@
+"""Metrics that score saliency maps: perturbation curves, ROAD, localisation."""
