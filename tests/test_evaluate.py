@@ -1,3 +1,4 @@
+import hashlib
 import json
 import os
 import socket
@@ -7,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import tiny_explainer
 from PIL import Image
 
 from ttame.cli import main
-from ttame.evaluate import Item, gather, merge, shard
+from ttame.evaluate import Item, gather, merge, shard, spread
 from ttame.metrics import road
 
 FRACTIONS = ["10", "20", "30", "40", "50", "70", "90"]
@@ -60,6 +62,12 @@ def test_shards_partition_the_images_and_merge_restores_their_order():
         merge([[{"index": 1}], [{"index": 1}]])
     with pytest.raises(ValueError):
         shard(items, 3, 3)
+
+
+def test_limits_spread_over_the_sorted_list():
+    assert spread(10, 3) == [0, 3, 6]
+    assert spread(4, None) == spread(4, 9) == [0, 1, 2, 3]
+    assert spread(5, 0) == []
 
 
 def _gather_worker(rank: int, world: int, port: int, out: str) -> None:
@@ -132,6 +140,7 @@ def test_cli_writes_the_documented_json(tmp_path, monkeypatch, capsys):
     # One ROAD call per image and method, for its map, its class and its own seed.
     assert len(calls) == 9 and {c[0] for c in calls} == {(1, 32, 32)}
     assert sorted({c[2] for c in calls}) == [0, 1, 2]
+    assert [r["index"] for r in report["records"]] == [0, 1, 2]
     assert plot.stat().st_size > 0
     table = capsys.readouterr().out
     assert "| ttame |" in table and "AD 15% ↓" in table
@@ -201,3 +210,21 @@ def test_masks_add_pointing_game_and_energy_against_chance(tmp_path):
         assert block["n_images"] == 2
         assert block["pointing"] == pytest.approx(0.5)
         assert block["energy"] == pytest.approx(0.5, abs=1e-5)
+
+
+def test_a_trained_head_is_named_with_its_weights_hash(tmp_path):
+    head = tiny_explainer().save_pretrained(tmp_path / "head")
+    _write_images(tmp_path / "images", 1)
+    code, report = _evaluate(
+        tmp_path,
+        "--images",
+        str(tmp_path / "images"),
+        "--head",
+        str(head),
+        "--methods",
+        "ttame",
+        "--no-road",
+    )
+    assert code == 0 and report["head"] == str(head)
+    digest = hashlib.sha256((head / "model.safetensors").read_bytes()).hexdigest()
+    assert report["head_sha256"] == digest

@@ -10,6 +10,7 @@ the records, never on how they were sharded.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -58,11 +59,22 @@ class Settings:
 
     percents: tuple[float, ...] = DEFAULT_PERCENTS
     fractions: tuple[float, ...] = ROAD_FRACTIONS
-    road_limit: int | None = None
-    """ROAD only for images whose index is below this (ROAD is the costly metric)."""
+    road_indices: frozenset[int] | None = None
+    """Images (by index) that get ROAD, the costly metric; None: all of them."""
     batch_size: int = 8
     seed: int = 0
     options: MethodOptions = field(default_factory=MethodOptions)
+
+
+def spread(count: int, limit: int | None) -> list[int]:
+    """``limit`` indices spread evenly over ``range(count)`` (all of them when it is None).
+
+    A subset taken from the start of a sorted folder would be one source's photos; spread
+    evenly, it samples every part of the list.
+    """
+    if limit is None or limit >= count:
+        return list(range(count))
+    return [i * count // limit for i in range(limit)]
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -228,7 +240,7 @@ def evaluate_items(
                     "masked": masked[i].tolist(),
                     "seconds": seconds,
                 }
-                if settings.road_limit is None or item.index < settings.road_limit:
+                if settings.road_indices is None or item.index in settings.road_indices:
                     road = road_scores(
                         explainer.backbone,
                         images[i : i + 1],
@@ -482,7 +494,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", default=None, help="write the full report here")
     parser.add_argument("--plot", default=None, help="write the AD/IC/ROAD curves here (PNG)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N images")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="only N images, spread evenly over the sorted list"
+    )
     parser.add_argument(
         "--masks", default=None, help="ground-truth folder (images/, masks/, manifest.json)"
     )
@@ -490,7 +504,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument("--rise-masks", type=int, default=4000, help="RISE's number of masks")
     parser.add_argument(
-        "--road-limit", type=int, default=None, help="ROAD only on the first N images"
+        "--road-limit", type=int, default=None, help="ROAD only on N of the images, spread evenly"
     )
     parser.add_argument("--no-road", action="store_true", help="skip ROAD altogether")
     parser.add_argument(
@@ -505,30 +519,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run_evaluate)
 
 
-def _head_label(head: str | None, backbone: str) -> str:
-    if head is not None:
-        return str(head)
-    bundled = bundled_head(backbone)
-    return f"bundled {bundled.parent.name}/{bundled.name}" if bundled else "untrained"
+def head_provenance(head: str | None, backbone: str, trained: bool) -> dict[str, str | None]:
+    """Which head was scored: its source and, for a local folder, its weights' SHA-256.
+
+    The hash ties a results table to the exact head file, so a later head cannot be mistaken
+    for the one that was measured.
+    """
+    if not trained:
+        return {"head": "untrained", "head_sha256": None}
+    folder = Path(head) if head is not None else bundled_head(backbone)
+    label = str(head) if head is not None else f"bundled checkpoints/{folder.name}"
+    weights = folder / "model.safetensors" if folder is not None else None
+    if weights is None or not weights.is_file():
+        return {"head": label, "head_sha256": None}
+    return {"head": label, "head_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Load, shard, evaluate, gather on rank 0, print the table, write JSON and plot."""
     names = parse_methods(args.methods)
-    if args.batch_size < 1 or (args.limit is not None and args.limit < 1):
-        raise TTameError("--batch-size and --limit must be positive.")
+    if (
+        min(args.batch_size, args.rise_masks, args.bootstrap, args.limit or 1) < 1
+        or min(args.road_limit or 0, args.sanity) < 0
+    ):
+        raise TTameError(
+            "--batch-size, --limit, --rise-masks and --bootstrap must be positive; "
+            "--road-limit and --sanity cannot be negative."
+        )
     rank, world, device = _distributed(args.device)
     explainer = Explainer.from_pretrained(args.head, args.backbone, args.weights, device)
-    head = _head_label(args.head, explainer.spec.name) if explainer.trained else "untrained"
     if rank == 0 and not explainer.trained:
         print("WARNING: untrained T-TAME head: its scores are not T-TAME's.", file=sys.stderr)
-    paths = list_images(args.images)[: args.limit]
+    every = list_images(args.images)
+    paths = [every[i] for i in spread(len(every), args.limit)]
     if not paths:
         raise ImageError(f"No images found in '{args.images}'.")
     items = build_items(paths, args.masks)
     options = MethodOptions(rise_masks=args.rise_masks, seed=args.seed)
+    road_limit = 0 if args.no_road else args.road_limit
     settings = Settings(
-        road_limit=0 if args.no_road else args.road_limit,
+        road_indices=None if road_limit is None else frozenset(spread(len(items), road_limit)),
         batch_size=args.batch_size,
         seed=args.seed,
         options=options,
@@ -548,7 +578,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ImageError("None of the images could be read.")
     report = {
         "backbone": explainer.spec.name,
-        "head": head,
+        **head_provenance(args.head, explainer.spec.name, explainer.trained),
         "images": str(args.images),
         "n_images": len(records),
         "skipped": failures,
@@ -557,12 +587,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "bootstrap": {"resamples": args.bootstrap, "level": 0.95, "seed": args.seed},
         "options": {"rise_masks": args.rise_masks, "seed": args.seed, "world_size": world},
         "methods": summarise(records, names, settings, args.bootstrap),
+        "records": records,
     }
     chance = chance_levels(records)
     if chance:
         report["localisation_chance"] = chance
     if args.sanity > 0:
-        report["sanity"] = sanity_report(explainer, names, items[: args.sanity], options)
+        chosen = [items[i] for i in spread(len(items), args.sanity)]
+        report["sanity"] = sanity_report(explainer, names, chosen, options)
     print(markdown_table(report))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
