@@ -1,0 +1,356 @@
+"""The app over its API: every endpoint driven by gradio_client against a live server.
+
+The server runs in this process on a free loopback port with the tiny backbones, so a test
+can compute the expected pictures with the library and compare; one test starts ``app.py``
+itself with the real MobileNetV2 default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from badcorpus import CASES, Case
+from conftest import TINY_CNN, TINY_VIT, tiny_explainer
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import app as app_script
+from ttame import backbones
+from ttame.app_state import ExplainerCache
+from ttame.explainer import Explainer, Explanation, bundled_head
+from ttame.images import heatmap, load_image, map_to_original, overlay, preprocess
+from ttame.ui import DISPLAY_SIDE, TTAME, AppConfig, TTameApp, build_app, display_copy, serve
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing")
+ROOT = Path(__file__).resolve().parent.parent
+CHELSEA = ROOT / "examples" / "chelsea.jpg"
+EXPLAIN = "/explain"
+
+
+class Centre:
+    """A stand-in baseline: a centred blob for any class (the UI must not care which)."""
+
+    def __init__(self, explainer: Explainer) -> None:
+        self.backbone = explainer.backbone
+
+    def explain(self, images: torch.Tensor, classes: object = None) -> Explanation:
+        probabilities = self.backbone(images).softmax(1)
+        chosen = probabilities.argmax(1) if classes is None else torch.tensor([classes])
+        h, w = images.shape[-2:]
+        y, x = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+        blob = (1 - (x**2 + y**2).sqrt() / 1.5).clamp(0, 1)
+        return Explanation(blob.expand(len(images), h, w), chosen, probabilities)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_registry():
+    """The tiny backbones, registered for the whole module (the server outlives one test)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(backbones.REGISTRY, "tiny_cnn", lambda: TINY_CNN)
+        patch.setitem(backbones.REGISTRY, "tiny_vit", lambda: TINY_VIT)
+        yield
+
+
+@pytest.fixture(scope="module")
+def heads(tiny_registry, tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("heads")
+    return {
+        name: str(tiny_explainer(name, seed).save_pretrained(root / name))
+        for seed, name in enumerate(("tiny_cnn", "tiny_vit"))
+    }
+
+
+@pytest.fixture(scope="module")
+def server(heads):
+    demo = build_app(["tiny_cnn", "tiny_vit"], heads=heads, methods={"centre": Centre})
+    port = free_port()
+    serve(demo, "127.0.0.1", port, block=False, quiet=True)
+    yield demo, f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def client(server) -> Client:
+    return Client(server[1], verbose=False)
+
+
+def explain(client: Client, photo: Path, backbone="tiny_cnn", repo="", target="top-1", **kw):
+    alpha, colormap = kw.get("alpha", 0.5), kw.get("colormap", "jet")
+    return client.predict(
+        handle_file(str(photo)), backbone, repo, target, alpha, colormap, api_name=EXPLAIN
+    )
+
+
+def expected(head: str, photo: Path, target: int | None, alpha=0.5, colormap="jet"):
+    """What the app must show, computed with the library alone."""
+    explainer = Explainer.from_pretrained(head=head)
+    image = load_image(photo)
+    x, geometry = preprocess(image, explainer.spec.input_size, explainer.spec.resize_size)
+    result = explainer.explain(x[None], target)
+    shown, shown_geometry = display_copy(image, geometry)
+    heat = map_to_original(result.maps[0], shown_geometry)
+    return explainer, result, overlay(shown, heat, alpha, colormap), heatmap(heat, colormap)
+
+
+def pixels(path_or_image) -> np.ndarray:
+    image = path_or_image if isinstance(path_or_image, Image.Image) else Image.open(path_or_image)
+    return np.asarray(image.convert("RGB"), dtype=np.float32)
+
+
+def close(a, b, tolerance=4.0) -> bool:
+    """Equal up to JPEG's loss (mean absolute difference per channel, 0-255)."""
+    a, b = pixels(a), pixels(b)
+    return a.shape == b.shape and float(np.abs(a - b).mean()) < tolerance
+
+
+def test_every_action_is_a_named_endpoint(client):
+    named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/explain", "/load", "/pick_class", "/restyle", "/compare"} <= named
+
+
+def test_explain_overlays_the_map_on_the_original_photo(client, heads):
+    out = explain(client, CHELSEA)
+    shown, bare, text, top5, status, *_ = out
+    explainer, result, want_overlay, want_heat = expected(heads["tiny_cnn"], CHELSEA, None)
+    assert Image.open(shown).size == Image.open(CHELSEA).size  # the original's geometry
+    assert close(shown, want_overlay) and close(bare, want_heat)
+    assert not close(shown, want_heat)
+    index = int(result.classes[0])
+    probability = float(result.probabilities[0, index])
+    assert explainer.categories[index] in text and f"{probability:.1%}" in text
+    assert "UNTRAINED" not in text and "UNTRAINED" not in status
+    order = torch.argsort(result.probabilities[0], descending=True)[:5].tolist()
+    assert [value for _, value in top5["choices"]] == [str(i) for i in order]
+    assert top5["value"] == str(index)
+
+
+def test_any_class_by_menu_index_or_name(client, heads):
+    photo = CHELSEA
+    _, top1, *_ = expected(heads["tiny_cnn"], photo, None)
+    other = (int(top1.classes[0]) + 3) % 10
+    _, _, want, _ = expected(heads["tiny_cnn"], photo, other)
+    for target in (str(other), f"thing {other}", f"thing {other} · {other}"):
+        shown, _, text, *_ = explain(client, photo, target=target)
+        assert f"### thing {other}\n" in text
+        assert close(shown, want)
+    with pytest.raises(AppError, match="Unknown class name 'kangaroo'"):
+        explain(client, photo, target="kangaroo")
+    with pytest.raises(AppError, match="out of range"):
+        explain(client, photo, target="10")
+
+
+def test_restyle_recolours_the_last_map_without_a_new_pass(server, heads):
+    session = Client(server[1], verbose=False)
+    assert session.predict(0.5, "jet", api_name="/restyle")[0] == {"__type__": "update"}  # none yet
+    explain(session, CHELSEA)
+    _, _, _, heat_jet = expected(heads["tiny_cnn"], CHELSEA, None)
+    photo = Image.open(CHELSEA)
+    clear, *_ = session.predict(0.0, "jet", api_name="/restyle")
+    assert close(clear, photo)
+    opaque, bare, *_ = session.predict(1.0, "gray", api_name="/restyle")
+    _, _, _, heat_gray = expected(heads["tiny_cnn"], CHELSEA, None, colormap="gray")
+    assert close(opaque, heat_gray) and close(bare, heat_gray)
+    assert not close(bare, heat_jet)
+
+
+def test_top5_pick_and_backbone_switch(client, heads):
+    _, _, _, top5, *_ = explain(client, CHELSEA)
+    second = top5["choices"][1][1]
+    assert client.predict(second, api_name="/pick_class") == second
+    menu, status = client.predict("tiny_vit", "", api_name="/load")
+    assert len(menu["choices"]) == 11 and menu["value"] == "top-1"
+    assert "tiny_vit" in status
+    shown, _, text, *_ = explain(client, CHELSEA, backbone="tiny_vit")
+    _, result, want, _ = expected(heads["tiny_vit"], CHELSEA, None)
+    assert close(shown, want) and f"thing {int(result.classes[0])}" in text
+    with pytest.raises(AppError, match="offers the backbones tiny_cnn, tiny_vit"):
+        client.predict("vgg16", "", api_name="/load")
+
+
+def test_compare_with_a_baseline_and_times(client, heads):
+    ours, theirs, table, *_ = client.predict(
+        handle_file(str(CHELSEA)), "tiny_cnn", "", "2", "centre", 0.5, "jet", api_name="/compare"
+    )
+    _, _, want, _ = expected(heads["tiny_cnn"], CHELSEA, 2)
+    assert close(ours, want) and not close(theirs, want)
+    assert "thing 2" in table
+    for method in (TTAME, "centre"):
+        assert f"| {method} | " in table
+    with pytest.raises(AppError, match="Unknown method 'occlusion'"):
+        client.predict(
+            handle_file(str(CHELSEA)),
+            "tiny_cnn",
+            "",
+            "",
+            "occlusion",
+            0.5,
+            "jet",
+            api_name="/compare",
+        )
+
+
+def publish_to_cache(folder: Path, repo_id: str, cache: Path) -> None:
+    """Lay a head out as huggingface_hub caches a download: blobs, a snapshot, refs/main."""
+    storage = cache / f"models--{repo_id.replace('/', '--')}"
+    commit = hashlib.sha1(repo_id.encode()).hexdigest()
+    snapshot = storage / "snapshots" / commit
+    (storage / "blobs").mkdir(parents=True)
+    snapshot.mkdir(parents=True)
+    for file in folder.iterdir():
+        data = file.read_bytes()
+        blob = storage / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
+    (storage / "refs").mkdir()
+    (storage / "refs" / "main").write_text(commit)
+
+
+def test_hub_heads_by_repo_id_offline(client, heads, tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    publish_to_cache(Path(heads["tiny_vit"]), "someone/tiny-vit-head", tmp_path)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    menu, status = client.predict("tiny_cnn", "someone/tiny-vit-head", api_name="/load")
+    assert "tiny_vit" in status and "someone/tiny-vit-head" in status
+    assert len(menu["choices"]) == 11
+    shown, *_ = explain(client, CHELSEA, repo="someone/tiny-vit-head")
+    _, _, want, _ = expected(heads["tiny_vit"], CHELSEA, None)
+    assert close(shown, want)
+    start = time.perf_counter()
+    with pytest.raises(AppError, match="not in the local Hugging Face cache"):
+        explain(client, CHELSEA, repo="someone/not-downloaded")
+    assert time.perf_counter() - start < 5
+    with pytest.raises(AppError, match="not a Hugging Face Hub repo id"):
+        client.predict("tiny_cnn", "../../etc", api_name="/load")
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_bad_inputs_over_the_api(client, case: Case, tmp_path):
+    path = tmp_path / f"upload{case.suffix}"
+    path.write_bytes(case.make())
+    if case.expected == "error":
+        with pytest.raises(AppError) as caught:
+            explain(client, path)
+        message = str(caught.value)
+        assert message.strip() and "/tmp" not in message and "Traceback" not in message
+    else:
+        shown, bare, *_ = explain(client, path)
+        scale = min(1.0, DISPLAY_SIDE / max(case.size))
+        size = tuple(max(1, round(side * scale)) for side in case.size)
+        assert Image.open(shown).size == size == Image.open(bare).size
+    assert explain(client, CHELSEA)[0]  # and the server keeps serving
+
+
+def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + b"\x00" * (21 * 1024 * 1024))
+    with pytest.raises(Exception, match=r"(?i)size|large|413"):
+        explain(client, big)
+    assert explain(client, CHELSEA)[0]
+
+
+def test_missing_photo_is_a_message(client):
+    with pytest.raises(AppError, match="Upload a photo"):
+        client.predict(None, "tiny_cnn", "", "top-1", 0.5, "jet", api_name=EXPLAIN)
+
+
+def test_limits_are_set(server):
+    demo, _ = server
+    assert demo.max_file_size == 20 * 1024 * 1024
+    assert demo._queue.default_concurrency_limit == 2 and demo._queue.max_size == 32
+
+
+def test_untrained_head_is_shown_loudly(monkeypatch):
+    monkeypatch.setattr("ttame.app_state.bundled_head", lambda name: None)
+    app = TTameApp(AppConfig(backbones=["tiny_cnn"]))
+    assert app.menu == [("tiny_cnn (UNTRAINED head: not an explanation)", "tiny_cnn")]
+    _, _, text, _, status, *_ = app.explain(str(CHELSEA), "tiny_cnn", "", "", 0.5, "jet")
+    assert "UNTRAINED HEAD: this map is NOT an explanation" in text
+    assert "NO trained head" in status
+
+
+def test_cache_is_a_bounded_lru():
+    loads = []
+
+    def loader(head, backbone):
+        loads.append(backbone)
+        return tiny_explainer()
+
+    cache = ExplainerCache(capacity=2, loader=loader)
+    first = cache.get("a")
+    assert cache.get("a") is first
+    cache.get("b")
+    cache.get("a")
+    cache.get("c")  # evicts b, the least recently used
+    assert cache.keys() == [("a", None), ("c", None)]
+    cache.get("b")
+    assert loads == ["a", "b", "c", "b"]
+
+
+def test_address_options_then_environment_then_default():
+    assert app_script.address([], {}) == ("127.0.0.1", 7860)
+    env = {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "8000"}
+    assert app_script.address([], env) == ("0.0.0.0", 8000)
+    env |= {"TTAME_HOST": "127.0.0.2", "TTAME_PORT": "8001"}
+    assert app_script.address([], env) == ("127.0.0.2", 8001)
+    assert app_script.address(["--host", "::1", "--port", "8002"], env) == ("::1", 8002)
+
+
+def wait_for(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(process.stdout.read())
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer in {timeout} s")
+
+
+def test_app_py_serves_the_real_default_offline(tmp_path):
+    port = free_port()
+    env = os.environ | {
+        "HF_HUB_OFFLINE": "1",
+        "TTAME_PORT": str(port),
+        "GRADIO_TEMP_DIR": str(tmp_path),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "app.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_for(url, process)
+        client = Client(url, verbose=False)
+        shown, _, text, top5, status, *_ = explain(client, CHELSEA, backbone="mobilenet_v2")
+        assert "### Egyptian cat" in text and top5["choices"][0][1] == "285"
+        assert Image.open(shown).size == Image.open(CHELSEA).size
+        untrained = bundled_head("mobilenet_v2") is None
+        assert ("UNTRAINED" in text) == untrained and ("NO trained head" in status) == untrained
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -1,0 +1,525 @@
+"""The Gradio app: explain a photo, pick the class, compare with a baseline, measure live.
+
+Everything here is wiring: the maps come from :class:`~ttame.explainer.Explainer` and the
+baselines' ``explain``, the geometry and colours from :mod:`ttame.images`, the scores from
+:mod:`ttame.metrics`. Every action is a named API endpoint, so ``gradio_client`` drives the
+app exactly as the browser does. Errors a user can cause become a message in the page; the
+server keeps serving.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image
+
+from ttame.app_state import ExplainerCache, Loaded, MethodFactory, backbone_choices
+from ttame.backbones import DEFAULT_BACKBONE
+from ttame.errors import HeadError, TTameError
+from ttame.explainer import REPO_ID, UntrainedHeadWarning
+from ttame.images import Geometry, heatmap, load_image, map_to_original, overlay, preprocess
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+TTAME = "T-TAME"
+TOP1 = "top-1"
+COLORMAPS = ("jet", "turbo", "inferno", "viridis", "magma", "gray")
+DISPLAY_SIDE = 1024
+"""Longest side of the pictures sent back: big enough to see, small enough to send fast."""
+MAX_FILE_SIZE = "20mb"
+CSS = """
+#prediction .untrained, .untrained { color: #b00020; font-weight: 700; }
+"""
+
+EXPLAINER_TEXT = """
+**The map.** T-TAME is a small attention head trained on top of a frozen classifier. For the
+class you choose it paints where the classifier's features point to that class: red is where
+the evidence is strongest, blue where there is none. The map is computed in *one* forward pass
+of the classifier, so it is fast enough to follow every click. It shows what the *classifier*
+used, not where the object is: a map on the background can be a true (and useful) finding.
+
+**The classes.** The top-5 are the classifier's own predictions with their probabilities; you
+can also ask about any other class by name and see where, if anywhere, it finds evidence.
+
+**Compare.** Grad-CAM and friends make maps by other means (gradients, or many masked
+copies of the image); the times show what one-pass explanation saves.
+
+**Measure.** A good map points at what the classifier needs.
+*Average Drop (AD)*: keep only the top 100/50/15 % of the map's pixels (the rest go black)
+and see how much of the class probability survives; lower drop is better. *Increase in
+Confidence (IC)*: whether the masked image is even more confident; higher is better.
+*ROAD*: remove 10-90 % of the pixels, most relevant first (MoRF: the prediction should
+collapse fast, lower is better) or least relevant first (LeRF: it should hold, higher is
+better); removed pixels are filled in from their neighbours so that the holes themselves do
+not give the answer away.
+"""
+
+
+@dataclass
+class AppConfig:
+    """What the app offers: backbones (the first is the default), heads, methods, photos."""
+
+    backbones: list[str] = field(default_factory=lambda: [DEFAULT_BACKBONE])
+    heads: dict[str, str] = field(default_factory=dict)
+    """Head folder per backbone; without one the bundled ``checkpoints/<backbone>`` is used."""
+    methods: dict[str, MethodFactory] = field(default_factory=dict)
+    """Baselines for Compare and Measure, by display name."""
+    examples_dir: Path = EXAMPLES_DIR
+    cache_size: int = 3
+
+
+@dataclass
+class Shown:
+    """The pictures of the last explanation, kept per browser session for restyling."""
+
+    image: Image.Image
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def user_error(exc: Exception) -> gr.Error:
+    """A message box for a mistake the user can fix; the server keeps serving."""
+    return gr.Error(str(exc), title="Cannot do that", print_exception=False)
+
+
+def example_photos(folder: Path) -> list[tuple[Path, str]]:
+    """The bundled photos and their credits, read from the folder's ``SOURCES.md`` table."""
+    credits = {}
+    sources = folder / "SOURCES.md"
+    if sources.is_file():
+        for line in sources.read_text().splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) >= 2 and re.search(r"\.(jpe?g|png|webp)$", cells[0], re.I):
+                credits[cells[0]] = cells[-1]
+    photos = sorted(p for p in folder.glob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
+    return [(p, f"{p.stem}: {credits.get(p.name, 'source not recorded')}") for p in photos]
+
+
+def display_copy(image: Image.Image, geometry: Geometry) -> tuple[Image.Image, Geometry]:
+    """The photo shrunk to :data:`DISPLAY_SIDE` at most, with the geometry scaled alike."""
+    width, height = image.size
+    scale = min(1.0, DISPLAY_SIDE / max(width, height))
+    if scale == 1.0:
+        return image, geometry
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    sx, sy = size[0] / width, size[1] / height
+    left, top, right, bottom = geometry.crop_box
+    small = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return small, replace(
+        geometry, original_size=size, crop_box=(left * sx, top * sy, right * sx, bottom * sy)
+    )
+
+
+def _path(payload: Any) -> tuple[str, str]:
+    """The server-side path of an uploaded image and the name its owner gave it."""
+    if isinstance(payload, dict):
+        path = payload.get("path")
+        return str(path or ""), str(payload.get("orig_name") or Path(str(path or "")).name)
+    return str(payload or ""), Path(str(payload or "")).name
+
+
+class TTameApp:
+    """The callbacks; :func:`build_app` wires them to components."""
+
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.cache = ExplainerCache(config.cache_size)
+        self.menu = backbone_choices(config.backbones, config.heads)
+        self.offered = [name for _, name in self.menu]
+
+    # ---- inputs ---------------------------------------------------------------------------
+    def read_image(self, payload: Any) -> Image.Image:
+        """The uploaded photo as RGB, or a message saying what is wrong with it."""
+        path, name = _path(payload)
+        if not path:
+            raise gr.Error("Upload a photo or pick an example first.", title="No photo")
+        try:
+            return load_image(path)
+        except TTameError as exc:
+            raise gr.Error(
+                str(exc).replace(path, name), title="Not a usable image", print_exception=False
+            ) from exc
+
+    def model(self, backbone: str | None, repo: str | None) -> Loaded:
+        """The explainer for the chosen backbone, or for the head typed in as a Hub repo id."""
+        repo = (repo or "").strip()
+        try:
+            if repo:
+                if not REPO_ID.match(repo) or ".." in repo:
+                    raise HeadError(
+                        f"'{repo}' is not a Hugging Face Hub repo id; type it as owner/name."
+                    )
+                return self.cache.get(None, repo)
+            name = backbone or self.offered[0]
+            if name not in self.offered:
+                raise HeadError(
+                    f"This app offers the backbones {', '.join(self.offered)}; "
+                    f"'{name}' is not one of them. Type a Hub repo id for other heads."
+                )
+            return self.cache.get(name, self.config.heads.get(name))
+        except TTameError as exc:
+            raise user_error(exc) from exc
+
+    @staticmethod
+    def head_status(loaded: Loaded, repo: str | None) -> str:
+        """One line on which head explains, and a loud warning if it was never trained."""
+        explainer = loaded.explainer
+        where = f"Hub repo {repo.strip()}" if repo and repo.strip() else "bundled head"
+        if not explainer.trained:
+            return (
+                f"WARNING: backbone {explainer.spec.name} has NO trained head; the maps are "
+                "from an UNTRAINED head and are NOT explanations."
+            )
+        return f"Backbone {explainer.spec.name}, {where} ({explainer.head.num_classes} classes)."
+
+    @staticmethod
+    def class_choices(loaded: Loaded) -> list[tuple[str, str]]:
+        """The class menu: the predicted class first, then every class by name."""
+        names = loaded.explainer.categories
+        return [("Top-1 (the predicted class)", TOP1)] + [
+            (f"{name} · {i}", str(i)) for i, name in enumerate(names)
+        ]
+
+    @staticmethod
+    def target(loaded: Loaded, value: Any) -> int | None:
+        """The class asked for (None: the top-1), from an index, a menu value or a name."""
+        text = str(value if value is not None else "").strip()
+        if text in {"", TOP1}:
+            return None
+        menu = re.fullmatch(r".* · (\d+)", text)
+        try:
+            return loaded.explainer.class_index(menu.group(1) if menu else text)
+        except TTameError as exc:
+            raise user_error(exc) from exc
+
+    def run_method(
+        self, loaded: Loaded, method: str, x: torch.Tensor, target: int | None
+    ) -> tuple[Any, float]:
+        """One method's explanation of one image, and the seconds it took."""
+        with loaded.lock:
+            if method == TTAME:
+                maker: Any = loaded.explainer
+            elif method in self.config.methods:
+                maker = loaded.method(method, self.config.methods[method])
+            else:
+                raise user_error(
+                    ValueError(
+                        f"Unknown method '{method}'; choose one of "
+                        f"{', '.join([TTAME, *self.config.methods])}."
+                    )
+                )
+            start = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UntrainedHeadWarning)
+                result = maker.explain(x[None], target)
+            return result, time.perf_counter() - start
+
+    # ---- actions --------------------------------------------------------------------------
+    def load(self, backbone: str, repo: str) -> tuple[Any, str]:
+        """Load (or fetch from the cache) the chosen backbone: its class menu and head status."""
+        loaded = self.model(backbone, repo)
+        return gr.update(choices=self.class_choices(loaded), value=TOP1), self.head_status(
+            loaded, repo
+        )
+
+    def explain(
+        self, image: Any, backbone: str, repo: str, target: Any, alpha: float, colormap: str
+    ) -> tuple[Any, ...]:
+        """Explain the photo for the chosen class: overlay, bare map, prediction, top-5."""
+        loaded = self.model(backbone, repo)
+        photo = self.read_image(image)
+        explainer = loaded.explainer
+        spec = explainer.spec
+        x, geometry = preprocess(photo, spec.input_size, spec.resize_size)
+        cls = self.target(loaded, target)
+        result, seconds = self.run_method(loaded, TTAME, x, cls)
+        shown_image, shown_geometry = display_copy(photo, geometry)
+        heat = map_to_original(result.maps[0], shown_geometry)
+        shown = Shown(shown_image, {TTAME: heat})
+        probabilities = result.probabilities[0]
+        index = int(result.classes[0])
+        top = torch.topk(probabilities, k=min(5, probabilities.numel()))
+        names = explainer.categories
+        top5 = [
+            (f"{names[int(i)]} — {float(p):.1%}", str(int(i)))
+            for p, i in zip(top.values, top.indices, strict=True)
+        ]
+        text = (
+            f"### {names[index]}\nclass {index}, probability **{float(probabilities[index]):.1%}**"
+            f" · T-TAME map in {seconds * 1000:.0f} ms · backbone `{spec.name}`"
+        )
+        if not explainer.trained:
+            text = (
+                '<p class="untrained">UNTRAINED HEAD: this map is NOT an explanation '
+                f"(no trained head for {spec.name}).</p>\n\n" + text
+            )
+        return (
+            overlay(shown_image, heat, float(alpha), colormap),
+            heatmap(heat, colormap),
+            text,
+            gr.update(
+                choices=top5, value=str(index) if any(v == str(index) for _, v in top5) else None
+            ),
+            self.head_status(loaded, repo),
+            None,
+            None,
+            "",
+            shown,
+        )
+
+    def restyle(self, shown: Shown | None, alpha: float, colormap: str) -> tuple[Any, ...]:
+        """Re-colour the last pictures with a new opacity or colour map (no model pass)."""
+        if shown is None or TTAME not in shown.maps:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        ours = overlay(shown.image, shown.maps[TTAME], float(alpha), colormap)
+        bare = heatmap(shown.maps[TTAME], colormap)
+        other = [heat for name, heat in shown.maps.items() if name != TTAME]
+        if not other:
+            return ours, bare, gr.skip(), gr.skip()
+        return ours, bare, ours, overlay(shown.image, other[0], float(alpha), colormap)
+
+    def compare(
+        self,
+        image: Any,
+        backbone: str,
+        repo: str,
+        target: Any,
+        method: str,
+        alpha: float,
+        colormap: str,
+        shown: Shown | None,
+    ) -> tuple[Any, ...]:
+        """The same class by T-TAME and by a baseline, side by side, with each one's time."""
+        loaded = self.model(backbone, repo)
+        photo = self.read_image(image)
+        spec = loaded.explainer.spec
+        x, geometry = preprocess(photo, spec.input_size, spec.resize_size)
+        cls = self.target(loaded, target)
+        ours, ours_seconds = self.run_method(loaded, TTAME, x, cls)
+        cls = int(ours.classes[0])
+        theirs, their_seconds = self.run_method(loaded, method, x, cls)
+        shown_image, shown_geometry = display_copy(photo, geometry)
+        heats = {
+            TTAME: map_to_original(ours.maps[0], shown_geometry),
+            method: map_to_original(theirs.maps[0], shown_geometry),
+        }
+        shown = Shown(shown_image, heats)
+        name = loaded.explainer.categories[cls]
+        table = (
+            f"Class **{name}** ({cls})\n\n| method | time |\n|---|---|\n"
+            f"| {TTAME} | {ours_seconds * 1000:.0f} ms |\n"
+            f"| {method} | {their_seconds * 1000:.0f} ms |\n"
+        )
+        return (
+            overlay(shown_image, heats[TTAME], float(alpha), colormap),
+            overlay(shown_image, heats[method], float(alpha), colormap),
+            table,
+            shown,
+        )
+
+
+def build_app(
+    backbones: Sequence[str] | None = None,
+    heads: dict[str, str] | None = None,
+    methods: dict[str, MethodFactory] | None = None,
+    examples_dir: str | Path = EXAMPLES_DIR,
+    cache_size: int = 3,
+) -> gr.Blocks:
+    """The whole app as Gradio Blocks (not launched); see :func:`serve` to run it.
+
+    ``backbones`` lists the offered backbones, the first being the default; ``heads`` maps a
+    backbone to a head folder (otherwise the bundled one); ``methods`` adds baselines.
+    """
+    config = AppConfig(
+        backbones=list(backbones or [DEFAULT_BACKBONE]),
+        heads={k: str(v) for k, v in (heads or {}).items()},
+        methods=dict(methods or {}),
+        examples_dir=Path(examples_dir),
+        cache_size=cache_size,
+    )
+    app = TTameApp(config)
+    photos = example_photos(config.examples_dir)
+    default = app.offered[0]
+    default_classes = app.class_choices(app.model(default, None))
+    method_names = list(config.methods)
+
+    with gr.Blocks(title="T-TAME: where did the classifier look?") as demo:
+        shown = gr.State(None)
+        gr.Markdown(
+            "# T-TAME: where did the classifier look?\nUpload a photo (or pick an example), "
+            "choose a backbone and a class, and see the explanation on your photo."
+        )
+        with gr.Accordion("What am I looking at?", open=False):
+            gr.Markdown(EXPLAINER_TEXT)
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = gr.Image(
+                    label="Photo",
+                    type="filepath",
+                    sources=["upload", "clipboard"],
+                    elem_id="photo",
+                    height=320,
+                )
+                if photos:
+                    gr.Examples(
+                        [[str(p)] for p, _ in photos],
+                        inputs=[image],
+                        example_labels=[label for _, label in photos],
+                        label="Example photos",
+                    )
+                backbone = gr.Dropdown(
+                    app.menu, value=default, label="Backbone", elem_id="backbone"
+                )
+                repo = gr.Textbox(
+                    label="…or a head from the Hugging Face Hub (repo id, optional)",
+                    placeholder="owner/name",
+                    elem_id="repo",
+                )
+                target = gr.Dropdown(
+                    default_classes,
+                    value=TOP1,
+                    label="Class to explain (type to search)",
+                    allow_custom_value=True,
+                    elem_id="target",
+                )
+                run = gr.Button("Explain", variant="primary", elem_id="explain")
+                status = gr.Textbox(
+                    app.head_status(app.model(default, None), None),
+                    label="Status",
+                    interactive=False,
+                    elem_id="status",
+                )
+            with gr.Column(scale=2):
+                prediction = gr.Markdown(label="Prediction", elem_id="prediction")
+                with gr.Row():
+                    shown_overlay = gr.Image(
+                        label="Explanation on your photo",
+                        type="pil",
+                        format="jpeg",
+                        interactive=False,
+                        elem_id="overlay",
+                    )
+                    bare = gr.Image(
+                        label="The map alone",
+                        type="pil",
+                        format="jpeg",
+                        interactive=False,
+                        elem_id="heatmap",
+                    )
+                with gr.Row():
+                    alpha = gr.Slider(0, 1, 0.5, step=0.05, label="Opacity", elem_id="alpha")
+                    colormap = gr.Dropdown(
+                        list(COLORMAPS), value="jet", label="Colour map", elem_id="colormap"
+                    )
+                top5 = gr.Radio(
+                    [], label="Top-5 predictions (click one to explain it)", elem_id="top5"
+                )
+        gr.Markdown("## Compare with a baseline")
+        with gr.Row():
+            method = gr.Dropdown(
+                method_names,
+                value=method_names[0] if method_names else None,
+                label="Baseline",
+                elem_id="method",
+            )
+            compare = gr.Button("Compare", elem_id="compare", interactive=bool(method_names))
+        with gr.Row():
+            ours = gr.Image(
+                label=TTAME, type="pil", format="jpeg", interactive=False, elem_id="compare-ttame"
+            )
+            theirs = gr.Image(
+                label="Baseline",
+                type="pil",
+                format="jpeg",
+                interactive=False,
+                elem_id="compare-baseline",
+            )
+        timings = gr.Markdown(label="Timings", elem_id="timings")
+        if photos:
+            with gr.Accordion("Where the example photos come from", open=False):
+                gr.Markdown("\n".join(f"- {label}" for _, label in photos))
+
+        explain_inputs = [image, backbone, repo, target, alpha, colormap]
+        explain_outputs = [
+            shown_overlay,
+            bare,
+            prediction,
+            top5,
+            status,
+            ours,
+            theirs,
+            timings,
+            shown,
+        ]
+        run.click(
+            app.explain, explain_inputs, explain_outputs, api_name="explain", preprocess=False
+        )
+        target.input(
+            app.explain,
+            explain_inputs,
+            explain_outputs,
+            api_name="explain_class",
+            api_visibility="private",
+            preprocess=False,
+        )
+        top5.input(lambda v: v, top5, target, api_name="pick_class").then(
+            app.explain,
+            explain_inputs,
+            explain_outputs,
+            api_name="explain_pick",
+            api_visibility="private",
+            preprocess=False,
+        )
+        gr.on(
+            [backbone.input, repo.submit],
+            app.load,
+            [backbone, repo],
+            [target, status],
+            api_name="load",
+            preprocess=False,
+        )
+        gr.on(
+            [alpha.change, colormap.change],
+            app.restyle,
+            [shown, alpha, colormap],
+            [shown_overlay, bare, ours, theirs],
+            api_name="restyle",
+            preprocess=False,
+            show_progress="hidden",
+        )
+        compare.click(
+            app.compare,
+            [image, backbone, repo, target, method, alpha, colormap, shown],
+            [ours, theirs, timings, shown],
+            api_name="compare",
+            preprocess=False,
+        )
+    return demo
+
+
+def serve(
+    demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bool = True, **kwargs: Any
+) -> gr.Blocks:
+    """Queue and launch with the app's limits: file size, concurrency, queue length.
+
+    Heavy measurements share one slot (see ``concurrency_id``); explanations take two, one per
+    core, and a full queue turns new requests away instead of piling up memory.
+    """
+    demo.queue(default_concurrency_limit=2, max_size=32)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        max_file_size=MAX_FILE_SIZE,
+        css=CSS,
+        prevent_thread_lock=not block,
+        show_error=False,
+        **kwargs,
+    )
+    return demo
