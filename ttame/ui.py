@@ -84,9 +84,13 @@ class Shown:
     maps: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def user_error(exc: Exception) -> gr.Error:
-    """A message box for a mistake the user can fix; the server keeps serving."""
-    return gr.Error(str(exc), title="Cannot do that", print_exception=False)
+def user_error(exc: Exception | str) -> gr.Error:
+    """A message box for a mistake the user can fix; the server keeps serving.
+
+    Python object addresses that decoders put in their messages are dropped: they mean
+    nothing to the reader.
+    """
+    return gr.Error(re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc)), print_exception=False)
 
 
 def example_photos(folder: Path) -> list[tuple[Path, str]]:
@@ -139,13 +143,11 @@ class TTameApp:
         """The uploaded photo as RGB, or a message saying what is wrong with it."""
         path, name = _path(payload)
         if not path:
-            raise gr.Error("Upload a photo or pick an example first.", title="No photo")
+            raise user_error("Upload a photo or pick an example first.")
         try:
             return load_image(path)
         except TTameError as exc:
-            raise gr.Error(
-                str(exc).replace(path, name), title="Not a usable image", print_exception=False
-            ) from exc
+            raise user_error(str(exc).replace(path, name)) from exc
 
     def model(self, backbone: str | None, repo: str | None) -> Loaded:
         """The explainer for the chosen backbone, or for the head typed in as a Hub repo id."""
@@ -210,10 +212,8 @@ class TTameApp:
                 maker = loaded.method(method, self.config.methods[method])
             else:
                 raise user_error(
-                    ValueError(
-                        f"Unknown method '{method}'; choose one of "
-                        f"{', '.join([TTAME, *self.config.methods])}."
-                    )
+                    f"Unknown method '{method}'; choose one of "
+                    f"{', '.join([TTAME, *self.config.methods])}."
                 )
             start = time.perf_counter()
             with warnings.catch_warnings():
