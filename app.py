@@ -1,7 +1,8 @@
 """Start the T-TAME app: ``python app.py [--host H] [--port P]`` (also a Hugging Face Space).
 
 The address comes from the options, else ``TTAME_HOST``/``TTAME_PORT``, else Gradio's own
-``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT`` (which Spaces set), else 127.0.0.1:7860.
+``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT``, else 127.0.0.1:7860 (0.0.0.0:7860 on a Space,
+which must listen on every interface).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def address(
     parser.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default 7860)")
     args = parser.parse_args(argv)
-    host = args.host or env.get("TTAME_HOST") or env.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    default_host = "0.0.0.0" if env.get("SPACE_ID") else "127.0.0.1"
+    host = args.host or env.get("TTAME_HOST") or env.get("GRADIO_SERVER_NAME") or default_host
     port = args.port or env.get("TTAME_PORT") or env.get("GRADIO_SERVER_PORT") or 7860
     return host, int(port)
 

@@ -308,6 +308,7 @@ def test_cache_is_a_bounded_lru():
 
 def test_address_options_then_environment_then_default():
     assert app_script.address([], {}) == ("127.0.0.1", 7860)
+    assert app_script.address([], {"SPACE_ID": "me/ttame"}) == ("0.0.0.0", 7860)
     env = {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "8000"}
     assert app_script.address([], env) == ("0.0.0.0", 8000)
     env |= {"TTAME_HOST": "127.0.0.2", "TTAME_PORT": "8001"}
