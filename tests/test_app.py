@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -388,3 +389,29 @@ def test_files_outside_the_upload_folder_are_refused(server, tmp_path):
     assert "event: complete" in call(uploaded)  # the same request with an uploaded photo
     refused = call(str(secret))
     assert "event: error" in refused and "event: complete" not in refused
+
+
+def test_a_slow_load_does_not_hold_up_loaded_explainers():
+    started, release = threading.Event(), threading.Event()
+    loads = []
+
+    def loader(head, backbone):
+        loads.append(backbone)
+        if backbone == "slow":
+            started.set()
+            assert release.wait(10)
+        return tiny_explainer()
+
+    cache = ExplainerCache(capacity=3, loader=loader)
+    ready = cache.get("ready")
+    waiting = [threading.Thread(target=cache.get, args=("slow",)) for _ in range(2)]
+    for thread in waiting:
+        thread.start()
+    assert started.wait(10)
+    start = time.perf_counter()
+    assert cache.get("ready") is ready  # answered while "slow" is still loading
+    assert time.perf_counter() - start < 1 and not release.is_set()
+    release.set()
+    for thread in waiting:
+        thread.join(10)
+    assert loads == ["ready", "slow"]  # two requests, one load

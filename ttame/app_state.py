@@ -46,7 +46,9 @@ class Loaded:
 class ExplainerCache:
     """A thread-safe LRU of explainers, at most ``capacity`` held at once.
 
-    One lock serialises loading, so two users asking for the same new backbone load it once.
+    Loading happens outside the cache's own lock: a slow Hub download for one head never
+    holds up requests for explainers already loaded. Two requests for the same new head wait
+    for one load.
     """
 
     def __init__(self, capacity: int = 3, loader: Loader = load_explainer) -> None:
@@ -55,7 +57,15 @@ class ExplainerCache:
         self.capacity = capacity
         self._loader = loader
         self._items: OrderedDict[tuple[str | None, str | None], Loaded] = OrderedDict()
+        self._loading: dict[tuple[str | None, str | None], threading.Lock] = {}
         self._lock = threading.Lock()
+
+    def _cached(self, key: tuple[str | None, str | None]) -> Loaded | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            return None
 
     def get(self, backbone: str | None, head: str | None = None) -> Loaded:
         """The entry for this head (or this backbone's default head), loading it if needed.
@@ -63,14 +73,24 @@ class ExplainerCache:
         A head names its own backbone, so with a head the backbone is not part of the key.
         """
         key = (None if head else backbone, head or None)
+        entry = self._cached(key)
+        if entry is not None:
+            return entry
         with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key]
-            entry = Loaded(self._loader(key[1], key[0]))
-            self._items[key] = entry
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            entry = self._cached(key)
+            if entry is not None:
+                return entry
+            try:
+                entry = Loaded(self._loader(key[1], key[0]))
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
+            with self._lock:
+                self._items[key] = entry
+                while len(self._items) > self.capacity:
+                    self._items.popitem(last=False)
             return entry
 
     def keys(self) -> list[tuple[str | None, str | None]]:
