@@ -1,8 +1,8 @@
-"""Start the T-TAME app: ``python app.py [--host H] [--port P]`` (also a Hugging Face Space).
+"""Start the T-TAME app: ``python app.py [--host H] [--port P] [--threads N]`` (or as a Space).
 
 The address comes from the options, else ``TTAME_HOST``/``TTAME_PORT``, else Gradio's own
 ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT``, else 127.0.0.1:7860 (0.0.0.0:7860 on a Space,
-which must listen on every interface).
+which must listen on every interface). ``--threads``/``TTAME_THREADS`` sets torch's threads.
 """
 
 from __future__ import annotations
@@ -23,18 +23,26 @@ WEIGHT_PACKAGES = (
 """Import names of the packages in requirements-weights.txt."""
 
 
-def address(
+def options(
     argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ
-) -> tuple[str, int]:
-    """The host and port to serve on, by options, then environment, then the default."""
+) -> argparse.Namespace:
+    """Host, port and torch threads: by options, then environment, then the defaults."""
     parser = argparse.ArgumentParser(description="Serve the T-TAME app.")
     parser.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default 7860)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per request (default 1: requests run side by side, one per core, "
+        "and a busy neighbour on a shared machine does not stall every pass)",
+    )
     args = parser.parse_args(argv)
     default_host = "0.0.0.0" if env.get("SPACE_ID") else "127.0.0.1"
-    host = args.host or env.get("TTAME_HOST") or env.get("GRADIO_SERVER_NAME") or default_host
-    port = args.port or env.get("TTAME_PORT") or env.get("GRADIO_SERVER_PORT") or 7860
-    return host, int(port)
+    args.host = args.host or env.get("TTAME_HOST") or env.get("GRADIO_SERVER_NAME") or default_host
+    args.port = int(args.port or env.get("TTAME_PORT") or env.get("GRADIO_SERVER_PORT") or 7860)
+    args.threads = int(args.threads or env.get("TTAME_THREADS") or 1)
+    return args
 
 
 def install_weight_packages(env: Mapping[str, str] = os.environ) -> list[str]:
@@ -55,8 +63,11 @@ def install_weight_packages(env: Mapping[str, str] = os.environ) -> list[str]:
 
 
 if __name__ == "__main__":
-    host, port = address()
+    settings = options()
     install_weight_packages()
+    import torch
+
     from ttame.ui import build_app, serve
 
-    serve(build_app(), host, port)
+    torch.set_num_threads(settings.threads)
+    serve(build_app(), settings.host, settings.port)

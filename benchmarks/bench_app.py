@@ -1,12 +1,13 @@
 """Click-to-overlay time of the app against the backbone's own forward pass, on the CPU.
 
-    python benchmarks/bench_app.py [--repeats 30] [--photo examples/chelsea.jpg]
+    python benchmarks/bench_app.py [--repeats 30] [--threads 1] [--photo examples/chelsea.jpg]
 
 Starts ``app.py`` (the default backbone) in its own process on a free loopback port, then
 times ``gradio_client``'s ``/explain`` call: the photo's upload, the queue, the explanation,
 the overlay and bare map encoded and sent back, and both files downloaded. The bare forward
 of the same backbone on the same photo is timed in this process, interleaved with the calls
-so that machine noise hits both alike. What the app adds is the difference of the medians.
+so that machine noise hits both alike, with the same torch threads as the app (``--threads``,
+the app's default 1). What the app adds is the difference of the medians.
 """
 
 from __future__ import annotations
@@ -41,9 +42,13 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def start_app(port: int) -> subprocess.Popen:
+def start_app(port: int, threads: int) -> subprocess.Popen:
     """``python app.py`` on ``port``, offline, returned once it answers."""
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "TTAME_PORT": str(port)}
+    env = os.environ | {
+        "HF_HUB_OFFLINE": "1",
+        "TTAME_PORT": str(port),
+        "TTAME_THREADS": str(threads),
+    }
     process = subprocess.Popen(
         [sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL
     )
@@ -64,17 +69,19 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--pause", type=float, default=0.5, help="idle seconds between the two")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, app and forward")
+    parser.add_argument("--pause", type=float, default=0.2, help="idle seconds between the two")
     parser.add_argument("--photo", default=str(ROOT / "examples" / "chelsea.jpg"))
     args = parser.parse_args()
 
+    torch.set_num_threads(args.threads)
     explainer = Explainer.from_pretrained(backbone=DEFAULT_BACKBONE)
     spec = explainer.spec
     x, _ = preprocess(load_image(args.photo), spec.input_size, spec.resize_size)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    process = start_app(port)
+    process = start_app(port, args.threads)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         call = (handle_file(args.photo), DEFAULT_BACKBONE, "", "top-1", 0.5, "jet")
@@ -97,7 +104,10 @@ def main() -> None:
         process.wait(timeout=10)
     click, forward, own = (statistics.median(v) for v in (clicks, forwards, inside))
     size = load_image(args.photo).size
-    print(f"Machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}")
+    print(
+        f"Machine: {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{args.threads} torch thread(s)"
+    )
     print(f"Date: {date.today().isoformat()}")
     print(f"Photo: {Path(args.photo).name} ({size[0]}x{size[1]}); median of {args.repeats}\n")
     print(

@@ -307,14 +307,21 @@ def test_cache_is_a_bounded_lru():
     assert loads == ["a", "b", "c", "b"]
 
 
-def test_address_options_then_environment_then_default():
-    assert app_script.address([], {}) == ("127.0.0.1", 7860)
-    assert app_script.address([], {"SPACE_ID": "me/ttame"}) == ("0.0.0.0", 7860)
+def test_options_then_environment_then_defaults():
+    def address(argv, env):
+        settings = app_script.options(argv, env)
+        return settings.host, settings.port
+
+    assert address([], {}) == ("127.0.0.1", 7860)
+    assert address([], {"SPACE_ID": "me/ttame"}) == ("0.0.0.0", 7860)
     env = {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": "8000"}
-    assert app_script.address([], env) == ("0.0.0.0", 8000)
+    assert address([], env) == ("0.0.0.0", 8000)
     env |= {"TTAME_HOST": "127.0.0.2", "TTAME_PORT": "8001"}
-    assert app_script.address([], env) == ("127.0.0.2", 8001)
-    assert app_script.address(["--host", "::1", "--port", "8002"], env) == ("::1", 8002)
+    assert address([], env) == ("127.0.0.2", 8001)
+    assert address(["--host", "::1", "--port", "8002"], env) == ("::1", 8002)
+    assert app_script.options([], {}).threads == 1
+    assert app_script.options([], {"TTAME_THREADS": "2"}).threads == 2
+    assert app_script.options(["--threads", "4"], {"TTAME_THREADS": "2"}).threads == 4
 
 
 def wait_for(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
