@@ -31,7 +31,15 @@ from ttame import backbones
 from ttame.app_state import ExplainerCache
 from ttame.explainer import Explainer, Explanation, bundled_head
 from ttame.images import heatmap, load_image, map_to_original, overlay, preprocess
-from ttame.ui import DISPLAY_SIDE, TTAME, AppConfig, TTameApp, build_app, display_copy, serve
+from ttame.ui import (
+    DISPLAY_SIDE,
+    ROAD_FRACTIONS,
+    AppConfig,
+    TTameApp,
+    build_app,
+    display_copy,
+    serve,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing")
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +50,7 @@ EXPLAIN = "/explain"
 class Centre:
     """A stand-in baseline: a centred blob for any class (the UI must not care which)."""
 
-    def __init__(self, explainer: Explainer) -> None:
+    def __init__(self, explainer: Explainer, options: object = None) -> None:
         self.backbone = explainer.backbone
 
     def explain(self, images: torch.Tensor, classes: object = None) -> Explanation:
@@ -80,7 +88,7 @@ def heads(tiny_registry, tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def server(heads):
-    demo = build_app(["tiny_cnn", "tiny_vit"], heads=heads, methods={"centre": Centre})
+    demo = build_app(["tiny_cnn", "tiny_vit"], heads=heads, methods={"blob": Centre})
     port = free_port()
     serve(demo, "127.0.0.1", port, block=False, quiet=True)
     yield demo, f"http://127.0.0.1:{port}/"
@@ -187,12 +195,12 @@ def test_top5_pick_and_backbone_switch(client, heads):
 
 def test_compare_with_a_baseline_and_times(client, heads):
     ours, theirs, table, *_ = client.predict(
-        handle_file(str(CHELSEA)), "tiny_cnn", "", "2", "centre", 0.5, "jet", api_name="/compare"
+        handle_file(str(CHELSEA)), "tiny_cnn", "", "2", "blob", 0.5, "jet", api_name="/compare"
     )
     _, _, want, _ = expected(heads["tiny_cnn"], CHELSEA, 2)
     assert close(ours, want) and not close(theirs, want)
     assert "thing 2" in table
-    for method in (TTAME, "centre"):
+    for method in ("T-TAME", "blob"):
         assert f"| {method} | " in table
     with pytest.raises(AppError, match="Unknown method 'occlusion'"):
         client.predict(
@@ -205,6 +213,33 @@ def test_compare_with_a_baseline_and_times(client, heads):
             "jet",
             api_name="/compare",
         )
+
+
+def measure_inputs(target="top-1", method="ttame"):
+    return handle_file(str(CHELSEA)), "tiny_cnn", "", target, method
+
+
+def test_road_live_matches_the_library(client, heads):
+    road = pytest.importorskip("ttame.metrics.road", reason="ROAD (branch road) not merged yet")
+    gallery, plot, summary, numbers = client.predict(*measure_inputs(), api_name="/road")
+    explainer, result, *_ = expected(heads["tiny_cnn"], CHELSEA, None)
+    x, _ = preprocess(load_image(CHELSEA), 32, 36)
+    want = road.road_scores(
+        explainer.backbone, x[None], result.maps, ROAD_FRACTIONS, labels=result.classes
+    )
+    cls = int(result.classes[0])
+    assert numbers["class_index"] == cls and numbers["fractions"] == list(ROAD_FRACTIONS)
+    for order in ("MoRF", "LeRF"):
+        assert numbers[order]["accuracy"] == want[order]["accuracy"]
+        assert numbers[order]["mean"] == pytest.approx(want[order]["mean"])
+        assert all(0 <= p <= 1 for p in numbers[order]["probability"])
+        assert f"| {order} | " in summary
+    assert len(gallery) == 2 * len(ROAD_FRACTIONS)
+    assert gallery[0]["caption"].startswith("MoRF 10% removed")
+    assert Image.open(gallery[0]["image"]).size == (32, 32)
+    assert plot is not None
+    other, *_ = client.predict(*measure_inputs("3", "blob"), api_name="/road")[3:]
+    assert other["class_index"] == 3 and other["method"] == "blob"
 
 
 def publish_to_cache(folder: Path, repo_id: str, cache: Path) -> None:

@@ -19,8 +19,9 @@ from ttame.explainer import Explainer, bundled_head
 
 Loader = Callable[[str | None, str | None], Explainer]
 """Builds an explainer from (head source or None, backbone name or None)."""
-MethodFactory = Callable[[Explainer], Any]
-"""Builds a map-maker (anything with ``explain(images, classes) -> Explanation``)."""
+MethodFactory = Callable[[Explainer, Any], Any]
+"""Builds a map-maker (anything with ``explain(images, classes) -> Explanation``) from the
+explainer and the methods' options, as the entries of ``ttame.methods.METHODS`` do."""
 
 
 def load_explainer(head: str | None, backbone: str | None) -> Explainer:
@@ -36,10 +37,10 @@ class Loaded:
     lock: threading.RLock = field(default_factory=threading.RLock)
     methods: dict[str, Any] = field(default_factory=dict)
 
-    def method(self, name: str, factory: MethodFactory) -> Any:
+    def method(self, name: str, factory: MethodFactory, options: Any = None) -> Any:
         """The map-maker ``name`` for this backbone, built once (call with the lock held)."""
         if name not in self.methods:
-            self.methods[name] = factory(self.explainer)
+            self.methods[name] = factory(self.explainer, options)
         return self.methods[name]
 
 

@@ -29,8 +29,20 @@ from ttame.explainer import REPO_ID, UntrainedHeadWarning
 from ttame.images import Geometry, heatmap, load_image, map_to_original, overlay, preprocess
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
-TTAME = "T-TAME"
+TTAME = "ttame"
+"""The registry name of T-TAME itself, as in ``ttame.methods.METHODS``."""
 TOP1 = "top-1"
+METHOD_LABELS = {
+    TTAME: "T-TAME",
+    "gradcam": "Grad-CAM",
+    "gradcampp": "Grad-CAM++",
+    "scorecam": "Score-CAM",
+    "rise": "RISE",
+    "random": "random map",
+    "centre": "centre Gaussian",
+}
+ROAD_FRACTIONS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9)
+ROAD_ORDERS = ("MoRF", "LeRF")
 COLORMAPS = ("jet", "turbo", "inferno", "viridis", "magma", "gray")
 DISPLAY_SIDE = 1024
 """Longest side of the pictures sent back: big enough to see, small enough to send fast."""
@@ -71,7 +83,9 @@ class AppConfig:
     heads: dict[str, str] = field(default_factory=dict)
     """Head folder per backbone; without one the bundled ``checkpoints/<backbone>`` is used."""
     methods: dict[str, MethodFactory] = field(default_factory=dict)
-    """Baselines for Compare and Measure, by display name."""
+    """Baselines for Compare and Measure, by registry name."""
+    method_options: Any = None
+    """Passed to every method factory (``ttame.methods.MethodOptions``)."""
     examples_dir: Path = EXAMPLES_DIR
     cache_size: int = 3
 
@@ -82,6 +96,59 @@ class Shown:
 
     image: Image.Image
     maps: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def label(method: str) -> str:
+    """A method's name as people write it."""
+    return METHOD_LABELS.get(method, method)
+
+
+def default_methods() -> tuple[dict[str, MethodFactory], Any]:
+    """The baselines of the method registry (all but T-TAME) and the app's options for them.
+
+    RISE draws 1000 masks instead of the reference's 4000: a click should take seconds, not a
+    minute, on a small CPU; the comparison table says so.
+    """
+    try:
+        from ttame.methods import METHODS, MethodOptions
+    except ImportError:  # the baselines are not part of this version yet
+        return {}, None
+    return {k: v for k, v in METHODS.items() if k != TTAME}, MethodOptions(rise_masks=1000)
+
+
+def picture(image: torch.Tensor) -> Image.Image:
+    """A raw ``3 x H x W`` tensor (imputation may overshoot [0, 1]) as an RGB picture."""
+    array = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0)
+    return Image.fromarray(array.cpu().numpy())
+
+
+def road_figure(scores: dict[str, Any], class_name: str, method: str) -> Any:
+    """The class probability as pixels go, MoRF and LeRF; hollow marks: prediction lost."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 3.6), layout="constrained")
+    axes = figure.add_subplot()
+    percent = [100 * f for f in scores["fractions"]]
+    for order, colour in zip(ROAD_ORDERS, ("tab:red", "tab:blue"), strict=True):
+        curve = scores[order]
+        axes.plot(
+            percent,
+            curve["probability"],
+            "-",
+            color=colour,
+            label=f"{order} (ROAD {curve['mean']:.2f})",
+        )
+        for x, y, kept in zip(percent, curve["probability"], curve["accuracy"], strict=True):
+            axes.plot(x, y, "o", color=colour, markerfacecolor=colour if kept else "white")
+    axes.axhline(scores["clean_probability"], color="gray", linestyle="--", label="clean photo")
+    axes.set(
+        xlabel="pixels removed and imputed (%)",
+        ylabel=f"p({class_name})",
+        ylim=(0, 1.02),
+        title=f"ROAD: {label(method)} map",
+    )
+    axes.legend(loc="best", fontsize="small")
+    return figure
 
 
 def user_error(exc: Exception | str) -> gr.Error:
@@ -205,21 +272,41 @@ class TTameApp:
         self, loaded: Loaded, method: str, x: torch.Tensor, target: int | None
     ) -> tuple[Any, float]:
         """One method's explanation of one image, and the seconds it took."""
+        if method != TTAME and method not in self.config.methods:
+            known = ", ".join([TTAME, *self.config.methods])
+            raise user_error(f"Unknown method '{method}'; choose one of {known}.")
         with loaded.lock:
             if method == TTAME:
                 maker: Any = loaded.explainer
-            elif method in self.config.methods:
-                maker = loaded.method(method, self.config.methods[method])
             else:
-                raise user_error(
-                    f"Unknown method '{method}'; choose one of "
-                    f"{', '.join([TTAME, *self.config.methods])}."
+                maker = loaded.method(
+                    method, self.config.methods[method], self.config.method_options
                 )
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UntrainedHeadWarning)
                 result = maker.explain(x[None], target)
             return result, time.perf_counter() - start
+
+    def prepare(
+        self, image: Any, backbone: str, repo: str, target: Any
+    ) -> tuple[Loaded, Image.Image, torch.Tensor, Geometry, int | None]:
+        """Everything a click starts from: the explainer, the photo, its input, the class."""
+        loaded = self.model(backbone, repo)
+        photo = self.read_image(image)
+        spec = loaded.explainer.spec
+        x, geometry = preprocess(photo, spec.input_size, spec.resize_size)
+        return loaded, photo, x, geometry, self.target(loaded, target)
+
+    @staticmethod
+    def classifier(loaded: Loaded) -> Any:
+        """The backbone as a metric calls it: raw images to logits, one pass at a time."""
+
+        def classify(images: torch.Tensor) -> torch.Tensor:
+            with loaded.lock, torch.no_grad():
+                return loaded.explainer.backbone(images)
+
+        return classify
 
     # ---- actions --------------------------------------------------------------------------
     def load(self, backbone: str, repo: str) -> tuple[Any, str]:
@@ -233,12 +320,9 @@ class TTameApp:
         self, image: Any, backbone: str, repo: str, target: Any, alpha: float, colormap: str
     ) -> tuple[Any, ...]:
         """Explain the photo for the chosen class: overlay, bare map, prediction, top-5."""
-        loaded = self.model(backbone, repo)
-        photo = self.read_image(image)
+        loaded, photo, x, geometry, cls = self.prepare(image, backbone, repo, target)
         explainer = loaded.explainer
         spec = explainer.spec
-        x, geometry = preprocess(photo, spec.input_size, spec.resize_size)
-        cls = self.target(loaded, target)
         result, seconds = self.run_method(loaded, TTAME, x, cls)
         shown_image, shown_geometry = display_copy(photo, geometry)
         heat = map_to_original(result.maps[0], shown_geometry)
@@ -297,11 +381,7 @@ class TTameApp:
         shown: Shown | None,
     ) -> tuple[Any, ...]:
         """The same class by T-TAME and by a baseline, side by side, with each one's time."""
-        loaded = self.model(backbone, repo)
-        photo = self.read_image(image)
-        spec = loaded.explainer.spec
-        x, geometry = preprocess(photo, spec.input_size, spec.resize_size)
-        cls = self.target(loaded, target)
+        loaded, photo, x, geometry, cls = self.prepare(image, backbone, repo, target)
         ours, ours_seconds = self.run_method(loaded, TTAME, x, cls)
         cls = int(ours.classes[0])
         theirs, their_seconds = self.run_method(loaded, method, x, cls)
@@ -310,37 +390,119 @@ class TTameApp:
             TTAME: map_to_original(ours.maps[0], shown_geometry),
             method: map_to_original(theirs.maps[0], shown_geometry),
         }
-        shown = Shown(shown_image, heats)
         name = loaded.explainer.categories[cls]
+        note = ""
+        if method == "rise" and self.config.method_options is not None:
+            note = f" ({self.config.method_options.rise_masks} masks)"
         table = (
             f"Class **{name}** ({cls})\n\n| method | time |\n|---|---|\n"
-            f"| {TTAME} | {ours_seconds * 1000:.0f} ms |\n"
-            f"| {method} | {their_seconds * 1000:.0f} ms |\n"
+            f"| {label(TTAME)} | {ours_seconds * 1000:.0f} ms |\n"
+            f"| {label(method)}{note} | {their_seconds * 1000:.0f} ms |\n"
         )
         return (
             overlay(shown_image, heats[TTAME], float(alpha), colormap),
             overlay(shown_image, heats[method], float(alpha), colormap),
             table,
-            shown,
+            Shown(shown_image, heats),
         )
+
+    def road(
+        self,
+        image: Any,
+        backbone: str,
+        repo: str,
+        target: Any,
+        method: str,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's way to ask for progress
+    ) -> tuple[Any, ...]:
+        """ROAD for this photo, class and method: every imputed image, the curves, the scores.
+
+        The label is the class explained (the top-1 by default): ROAD asks whether the
+        backbone still says it once pixels are gone.
+        """
+        from ttame.metrics.road import road_scores
+
+        progress(0.0, desc=f"Explaining with {label(method)}")
+        loaded, _, x, _, cls = self.prepare(image, backbone, repo, target)
+        result, seconds = self.run_method(loaded, method, x, cls)
+        cls = int(result.classes[0])
+        classify = self.classifier(loaded)
+        progress(0.3, desc="Removing 10-90 % of the pixels and imputing them (14 images)")
+        scores = road_scores(
+            classify,
+            x[None],
+            result.maps,
+            ROAD_FRACTIONS,
+            ROAD_ORDERS,
+            labels=torch.tensor([cls]),
+            return_images=True,
+        )
+        progress(0.8, desc="Asking the backbone about the imputed images")
+        name = loaded.explainer.categories[cls]
+        report: dict[str, Any] = {
+            "metric": "ROAD",
+            "method": method,
+            "class_index": cls,
+            "class_name": name,
+            "clean_probability": float(result.probabilities[0, cls]),
+            "fractions": list(ROAD_FRACTIONS),
+            "map_seconds": seconds,
+        }
+        gallery = []
+        for order in ROAD_ORDERS:
+            imputed = scores["images"][order][:, 0]
+            probability = classify(imputed).softmax(1)[:, cls].tolist()
+            report[order] = {
+                "accuracy": scores[order]["accuracy"],
+                "mean": scores[order]["mean"],
+                "probability": probability,
+            }
+            for fraction, image_, p, kept in zip(
+                ROAD_FRACTIONS, imputed, probability, scores[order]["accuracy"], strict=True
+            ):
+                verdict = "still" if kept else "no longer"
+                gallery.append(
+                    (
+                        picture(image_),
+                        f"{order} {fraction:.0%} removed: {verdict} {name}, p = {p:.1%}",
+                    )
+                )
+        summary = (
+            f"**ROAD** for **{name}** with the {label(method)} map (made in "
+            f"{seconds * 1000:.0f} ms).\n\n| order | prediction kept at "
+            f"{', '.join(f'{f:.0%}' for f in ROAD_FRACTIONS)} removed | ROAD | better |\n"
+            "|---|---|---|---|\n"
+            + "".join(
+                f"| {order} | {' '.join('✓' if a else '✗' for a in report[order]['accuracy'])} "
+                f"| {report[order]['mean']:.2f} | {better} |\n"
+                for order, better in zip(ROAD_ORDERS, ("lower", "higher"), strict=True)
+            )
+        )
+        progress(1.0, desc="Plotting")
+        return gallery, road_figure(report, name, method), summary, report
 
 
 def build_app(
     backbones: Sequence[str] | None = None,
     heads: dict[str, str] | None = None,
     methods: dict[str, MethodFactory] | None = None,
+    method_options: Any = None,
     examples_dir: str | Path = EXAMPLES_DIR,
     cache_size: int = 3,
 ) -> gr.Blocks:
     """The whole app as Gradio Blocks (not launched); see :func:`serve` to run it.
 
     ``backbones`` lists the offered backbones, the first being the default; ``heads`` maps a
-    backbone to a head folder (otherwise the bundled one); ``methods`` adds baselines.
+    backbone to a head folder (otherwise the bundled one); ``methods`` replaces the registry's
+    baselines (and ``method_options`` their options).
     """
+    if methods is None:
+        methods, method_options = default_methods()
     config = AppConfig(
         backbones=list(backbones or [DEFAULT_BACKBONE]),
         heads={k: str(v) for k, v in (heads or {}).items()},
-        methods=dict(methods or {}),
+        methods=dict(methods),
+        method_options=method_options,
         examples_dir=Path(examples_dir),
         cache_size=cache_size,
     )
@@ -348,7 +510,7 @@ def build_app(
     photos = example_photos(config.examples_dir)
     default = app.offered[0]
     default_classes = app.class_choices(app.model(default, None))
-    method_names = list(config.methods)
+    baselines = [(label(name), name) for name in config.methods]
 
     with gr.Blocks(title="T-TAME: where did the classifier look?") as demo:
         shown = gr.State(None)
@@ -424,15 +586,19 @@ def build_app(
         gr.Markdown("## Compare with a baseline")
         with gr.Row():
             method = gr.Dropdown(
-                method_names,
-                value=method_names[0] if method_names else None,
+                baselines,
+                value=baselines[0][1] if baselines else None,
                 label="Baseline",
                 elem_id="method",
             )
-            compare = gr.Button("Compare", elem_id="compare", interactive=bool(method_names))
+            compare = gr.Button("Compare", elem_id="compare", interactive=bool(baselines))
         with gr.Row():
             ours = gr.Image(
-                label=TTAME, type="pil", format="jpeg", interactive=False, elem_id="compare-ttame"
+                label="T-TAME",
+                type="pil",
+                format="jpeg",
+                interactive=False,
+                elem_id="compare-ttame",
             )
             theirs = gr.Image(
                 label="Baseline",
@@ -442,6 +608,30 @@ def build_app(
                 elem_id="compare-baseline",
             )
         timings = gr.Markdown(label="Timings", elem_id="timings")
+        gr.Markdown(
+            "## Measure the map on this photo\nHow much does the backbone need the pixels the "
+            "map points at? (See *What am I looking at?* above.)"
+        )
+        with gr.Row():
+            measured = gr.Dropdown(
+                [(label(TTAME), TTAME), *baselines],
+                value=TTAME,
+                label="Map to measure",
+                elem_id="measure-method",
+            )
+            run_adic = gr.Button("AD / IC (keep 100, 50, 15 %)", elem_id="adic")
+            run_road = gr.Button("ROAD (remove 10-90 %)", elem_id="road")
+        summary = gr.Markdown(label="Scores", elem_id="scores")
+        with gr.Row():
+            curves = gr.Plot(label="Curves", elem_id="curves")
+            steps = gr.Gallery(
+                label="The images the backbone saw at each step",
+                columns=4,
+                format="jpeg",
+                elem_id="steps",
+            )
+        with gr.Accordion("The numbers (JSON)", open=False):
+            numbers = gr.JSON(label="Numbers", elem_id="numbers")
         if photos:
             with gr.Accordion("Where the example photos come from", open=False):
                 gr.Markdown("\n".join(f"- {label}" for _, label in photos))
@@ -501,6 +691,18 @@ def build_app(
             api_name="compare",
             preprocess=False,
         )
+        measure_inputs = [image, backbone, repo, target, measured]
+        measure_outputs = [steps, curves, summary, numbers]
+        for button, fn, name in ((run_road, app.road, "road"),):
+            button.click(
+                fn,
+                measure_inputs,
+                measure_outputs,
+                api_name=name,
+                preprocess=False,
+                concurrency_id="measure",
+                concurrency_limit=1,
+            )
     return demo
 
 
