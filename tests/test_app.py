@@ -7,6 +7,7 @@ itself with the real MobileNetV2 default.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import socket
@@ -27,7 +28,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app as app_script
-from ttame import backbones
+from ttame import backbones, ui
 from ttame.app_state import ExplainerCache
 from ttame.explainer import Explainer, Explanation, bundled_head
 from ttame.images import heatmap, load_image, map_to_original, overlay, preprocess
@@ -118,8 +119,10 @@ def expected(head: str, photo: Path, target: int | None, alpha=0.5, colormap="je
     return explainer, result, overlay(shown, heat, alpha, colormap), heatmap(heat, colormap)
 
 
-def pixels(path_or_image) -> np.ndarray:
-    image = path_or_image if isinstance(path_or_image, Image.Image) else Image.open(path_or_image)
+def pixels(picture) -> np.ndarray:
+    if isinstance(picture, np.ndarray):
+        return picture.astype(np.float32)
+    image = picture if isinstance(picture, Image.Image) else Image.open(picture)
     return np.asarray(image.convert("RGB"), dtype=np.float32)
 
 
@@ -217,6 +220,35 @@ def test_compare_with_a_baseline_and_times(client, heads):
 
 def measure_inputs(target="top-1", method="ttame"):
     return handle_file(str(CHELSEA)), "tiny_cnn", "", target, method
+
+
+def test_adic_live_matches_the_library(client, heads):
+    perturbation = pytest.importorskip(
+        "ttame.metrics.perturbation", reason="AD/IC (branch eval) not merged yet"
+    )
+    gallery, plot, summary, numbers = client.predict(*measure_inputs("4"), api_name="/adic")
+    explainer, result, *_ = expected(heads["tiny_cnn"], CHELSEA, 4)
+    x, _ = preprocess(load_image(CHELSEA), 32, 36)
+    classes = torch.tensor([4])
+    after = perturbation.masked_confidence(explainer.backbone, x[None], result.maps, classes)
+    before = result.probabilities[:, 4]
+    assert numbers["class_index"] == 4 and numbers["percents"] == [100, 50, 15]
+    assert numbers["clean_probability"] == pytest.approx(float(before[0]))
+    assert numbers["probability"] == pytest.approx(after[0].tolist(), abs=1e-6)
+    drop = perturbation.drop_per_image(before, after)[0].tolist()
+    assert numbers["drop"] == pytest.approx(drop, abs=1e-4)
+    increase = perturbation.increase_per_image(before, after)[0].tolist()
+    assert numbers["increase"] == increase
+    for percent, o, d in zip((100, 50, 15), numbers["probability"], drop, strict=True):
+        assert f"| {percent} % | {o:.1%} | {d:.1f} % |" in summary
+    masked = perturbation.masked_images(x[None], result.maps)[:, 0]
+    assert [g["caption"].split(":")[0] for g in gallery] == [
+        "top 100 % kept",
+        "top 50 % kept",
+        "top 15 % kept",
+    ]
+    assert close(gallery[2]["image"], masked[2].permute(1, 2, 0).mul(255).numpy().astype(np.uint8))
+    assert plot is not None
 
 
 def test_road_live_matches_the_library(client, heads):
@@ -457,3 +489,24 @@ def test_a_slow_load_does_not_hold_up_loaded_explainers():
     for thread in waiting:
         thread.join(10)
     assert loads == ["ready", "slow"]  # two requests, one load
+
+
+def test_the_registry_baselines_compare_and_measure(heads):
+    pytest.importorskip("ttame.methods", reason="the method registry (branch eval) not merged yet")
+    app = TTameApp(AppConfig(backbones=["tiny_cnn"], heads=heads))
+    app.config.methods, app.config.method_options = ui.default_methods()
+    assert {"gradcam", "gradcampp", "scorecam", "rise", "random", "centre"} <= set(
+        app.config.methods
+    )
+    assert app.config.method_options.rise_masks == 1000
+    app.config.method_options = dataclasses.replace(app.config.method_options, rise_masks=50)
+    for method in app.config.methods:
+        ours, theirs, table, shown = app.compare(
+            str(CHELSEA), "tiny_cnn", "", "1", method, 0.5, "jet", None
+        )
+        assert ours.size == theirs.size == Image.open(CHELSEA).size
+        assert f"| {ui.label(method)}" in table and "thing 1" in table
+        assert set(shown.maps) == {"ttame", method}
+    for measure in (app.adic, app.road):
+        *_, numbers = measure(str(CHELSEA), "tiny_cnn", "", "1", "gradcam", lambda *a, **k: None)
+        assert numbers["method"] == "gradcam" and numbers["class_index"] == 1

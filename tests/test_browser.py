@@ -1,8 +1,9 @@
 """The app in a real browser: Debian's Chromium, headless, driven by Playwright.
 
 It clicks through what a visitor does with the real MobileNetV2 default: upload a photo,
-explain, read the prediction, switch the class twice, restyle, and hit a bad file. Set
-``TTAME_SCREENSHOT=docs/app.png`` to refresh the README's screenshot.
+explain, read the prediction, switch the class twice, restyle, compare with Grad-CAM, run
+AD/IC and ROAD, and hit a bad file. Set ``TTAME_SCREENSHOT=docs/app.png`` to refresh the
+README's screenshot (taken once the curves are drawn).
 """
 
 from __future__ import annotations
@@ -102,6 +103,29 @@ def test_explain_switch_class_and_restyle(page, tmp_path):
     expect(page.locator("#overlay img")).not_to_have_attribute("src", before)
 
     page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
+
+
+def test_compare_and_run_the_curves(page, tmp_path):
+    from playwright.sync_api import expect
+
+    pytest.importorskip("ttame.methods", reason="the baselines (branch eval) not merged yet")
+    pytest.importorskip("ttame.metrics.road", reason="ROAD (branch road) not merged yet")
+    page.locator("#photo input[type=file]").set_input_files(str(CHELSEA))
+    page.wait_for_selector("#photo img")
+    page.click("#explain")
+    page.wait_for_selector("#overlay img")
+    page.click("#compare")
+    page.wait_for_selector("#compare-baseline img")
+    expect(page.locator("#timings")).to_contain_text("Grad-CAM")
+
+    page.click("#adic")
+    expect(page.locator("#scores")).to_contain_text("AD / IC for Egyptian cat")
+    expect(page.locator("#steps img")).to_have_count(3)
+    page.click("#road")
+    expect(page.locator("#scores")).to_contain_text("ROAD for Egyptian cat")
+    expect(page.locator("#steps img")).to_have_count(14)
+    expect(page.locator("#curves img")).to_be_visible()
+    page.screenshot(path=str(tmp_path / "curves.png"), full_page=True)
     if os.environ.get("TTAME_SCREENSHOT"):
         page.screenshot(path=str(ROOT / os.environ["TTAME_SCREENSHOT"]), full_page=True)
 

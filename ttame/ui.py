@@ -9,6 +9,7 @@ server keeps serving.
 
 from __future__ import annotations
 
+import importlib
 import re
 import time
 import warnings
@@ -116,6 +117,14 @@ def default_methods() -> tuple[dict[str, MethodFactory], Any]:
     return {k: v for k, v in METHODS.items() if k != TTAME}, MethodOptions(rise_masks=1000)
 
 
+def metric(name: str) -> Any:
+    """A module of :mod:`ttame.metrics`, or a message when this version does not have it."""
+    try:
+        return importlib.import_module(f"ttame.metrics.{name}")
+    except ImportError as exc:
+        raise user_error(f"This version of ttame has no '{name}' metric yet.") from exc
+
+
 def picture(image: torch.Tensor) -> Image.Image:
     """A raw ``3 x H x W`` tensor (imputation may overshoot [0, 1]) as an RGB picture."""
     array = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0)
@@ -148,6 +157,26 @@ def road_figure(scores: dict[str, Any], class_name: str, method: str) -> Any:
         title=f"ROAD: {label(method)} map",
     )
     axes.legend(loc="best", fontsize="small")
+    return figure
+
+
+def adic_figure(report: dict[str, Any], class_name: str, method: str) -> Any:
+    """The class probability on the photo masked to its top 100, 50, 15 %, against the clean."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 3.6), layout="constrained")
+    axes = figure.add_subplot()
+    kept = [f"{p:g} %" for p in report["percents"]]
+    bars = axes.bar(kept, report["probability"], color="tab:orange", label="masked photo")
+    axes.bar_label(bars, labels=[f"drop {d:.0f} %" for d in report["drop"]], fontsize="small")
+    axes.axhline(report["clean_probability"], color="gray", linestyle="--", label="clean photo")
+    axes.set(
+        xlabel="top of the map kept",
+        ylabel=f"p({class_name})",
+        ylim=(0, 1.1),
+        title=f"Average Drop / Increase in Confidence: {label(method)} map",
+    )
+    axes.legend(loc="upper right", fontsize="small")
     return figure
 
 
@@ -406,6 +435,74 @@ class TTameApp:
             Shown(shown_image, heats),
         )
 
+    def adic(
+        self,
+        image: Any,
+        backbone: str,
+        repo: str,
+        target: Any,
+        method: str,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's way to ask for progress
+    ) -> tuple[Any, ...]:
+        """AD and IC for this photo, class and method: the masked photos, the bars, the scores.
+
+        For this one photo AD is the drop of the class probability in % and IC whether the
+        masked photo is more confident than the clean one (the averages over a data set are
+        what the paper reports).
+        """
+        perturbation = metric("perturbation")
+        progress(0.0, desc=f"Explaining with {label(method)}")
+        loaded, _, x, _, cls = self.prepare(image, backbone, repo, target)
+        result, seconds = self.run_method(loaded, method, x, cls)
+        cls = int(result.classes[0])
+        percents = perturbation.DEFAULT_PERCENTS
+        progress(0.4, desc="Keeping the top 100, 50 and 15 % of the map")
+        masked = perturbation.masked_images(x[None], result.maps, percents)[:, 0]
+        progress(0.6, desc="Asking the backbone about the masked photos")
+        classes = torch.tensor([cls])
+        after = perturbation.masked_confidence(
+            self.classifier(loaded), x[None], result.maps, classes, percents
+        )
+        before = result.probabilities[:, cls]
+        name = loaded.explainer.categories[cls]
+        report: dict[str, Any] = {
+            "metric": "AD/IC",
+            "method": method,
+            "class_index": cls,
+            "class_name": name,
+            "clean_probability": float(before[0]),
+            "percents": list(percents),
+            "probability": after[0].tolist(),
+            "drop": perturbation.drop_per_image(before, after)[0].tolist(),
+            "increase": perturbation.increase_per_image(before, after)[0].tolist(),
+            "map_seconds": seconds,
+        }
+        gallery = [
+            (
+                picture(image_),
+                f"top {p:g} % kept: p = {o:.1%} (clean {report['clean_probability']:.1%})",
+            )
+            for p, image_, o in zip(percents, masked, report["probability"], strict=True)
+        ]
+        summary = (
+            f"**AD / IC** for **{name}** with the {label(method)} map (made in "
+            f"{seconds * 1000:.0f} ms); clean probability {report['clean_probability']:.1%}.\n\n"
+            "| top of the map kept | probability | drop (AD term) | more confident (IC term) |\n"
+            "|---|---|---|---|\n"
+            + "".join(
+                f"| {p:g} % | {o:.1%} | {d:.1f} % | {'yes' if i else 'no'} |\n"
+                for p, o, d, i in zip(
+                    percents,
+                    report["probability"],
+                    report["drop"],
+                    report["increase"],
+                    strict=True,
+                )
+            )
+        )
+        progress(1.0, desc="Plotting")
+        return gallery, adic_figure(report, name, method), summary, report
+
     def road(
         self,
         image: Any,
@@ -420,8 +517,7 @@ class TTameApp:
         The label is the class explained (the top-1 by default): ROAD asks whether the
         backbone still says it once pixels are gone.
         """
-        from ttame.metrics.road import road_scores
-
+        road_scores = metric("road").road_scores
         progress(0.0, desc=f"Explaining with {label(method)}")
         loaded, _, x, _, cls = self.prepare(image, backbone, repo, target)
         result, seconds = self.run_method(loaded, method, x, cls)
@@ -693,7 +789,7 @@ def build_app(
         )
         measure_inputs = [image, backbone, repo, target, measured]
         measure_outputs = [steps, curves, summary, numbers]
-        for button, fn, name in ((run_road, app.road, "road"),):
+        for button, fn, name in ((run_adic, app.adic, "adic"), (run_road, app.road, "road")):
             button.click(
                 fn,
                 measure_inputs,
