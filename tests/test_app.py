@@ -294,7 +294,8 @@ def test_hub_heads_by_repo_id_offline(client, heads, tmp_path, monkeypatch):
     from huggingface_hub import constants
 
     publish_to_cache(Path(heads["tiny_vit"]), "someone/tiny-vit-head", tmp_path)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # read at import time
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))  # and read now, where that is done
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     menu, status = client.predict("tiny_cnn", "someone/tiny-vit-head", api_name="/load")
     assert "tiny_vit" in status and "someone/tiny-vit-head" in status
