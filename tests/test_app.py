@@ -134,7 +134,7 @@ def close(a, b, tolerance=4.0) -> bool:
 
 def test_every_action_is_a_named_endpoint(client):
     named = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
-    assert {"/explain", "/load", "/pick_class", "/restyle", "/compare"} <= named
+    assert {"/explain", "/load", "/pick_class", "/restyle", "/compare", "/adic", "/road"} <= named
 
 
 def test_explain_overlays_the_map_on_the_original_photo(client, heads):
@@ -272,6 +272,20 @@ def test_road_live_matches_the_library(client, heads):
     assert plot is not None
     other, *_ = client.predict(*measure_inputs("3", "blob"), api_name="/road")[3:]
     assert other["class_index"] == 3 and other["method"] == "blob"
+
+
+@pytest.mark.parametrize("metric", ["adic", "road"])
+def test_measuring_reports_its_progress(heads, metric):
+    module = {"adic": "ttame.metrics.perturbation", "road": "ttame.metrics.road"}[metric]
+    pytest.importorskip(module, reason=f"{module} not merged yet")
+    app = TTameApp(AppConfig(backbones=["tiny_cnn"], heads=heads))
+    steps = []
+    getattr(app, metric)(
+        str(CHELSEA), "tiny_cnn", "", "", "ttame", lambda value, desc: steps.append((value, desc))
+    )
+    values = [value for value, _ in steps]
+    assert len(steps) >= 3 and values == sorted(values) and values[0] == 0 and values[-1] == 1
+    assert steps[0][1] == "Explaining with T-TAME"
 
 
 def publish_to_cache(folder: Path, repo_id: str, cache: Path) -> None:
