@@ -9,7 +9,6 @@ server keeps serving.
 
 from __future__ import annotations
 
-import importlib
 import re
 import time
 import warnings
@@ -28,6 +27,9 @@ from ttame.backbones import DEFAULT_BACKBONE
 from ttame.errors import HeadError, TTameError
 from ttame.explainer import REPO_ID, UntrainedHeadWarning
 from ttame.images import Geometry, heatmap, load_image, map_to_original, overlay, preprocess
+from ttame.methods import METHODS, MethodOptions
+from ttame.metrics import perturbation
+from ttame.metrics.road import road_scores
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 TTAME = "ttame"
@@ -110,19 +112,7 @@ def default_methods() -> tuple[dict[str, MethodFactory], Any]:
     RISE draws 1000 masks instead of the reference's 4000: a click should take seconds, not a
     minute, on a small CPU; the comparison table says so.
     """
-    try:
-        from ttame.methods import METHODS, MethodOptions
-    except ImportError:  # the baselines are not part of this version yet
-        return {}, None
     return {k: v for k, v in METHODS.items() if k != TTAME}, MethodOptions(rise_masks=1000)
-
-
-def metric(name: str) -> Any:
-    """A module of :mod:`ttame.metrics`, or a message when this version does not have it."""
-    try:
-        return importlib.import_module(f"ttame.metrics.{name}")
-    except ImportError as exc:
-        raise user_error(f"This version of ttame has no '{name}' metric yet.") from exc
 
 
 def picture(image: torch.Tensor) -> Image.Image:
@@ -450,7 +440,6 @@ class TTameApp:
         masked photo is more confident than the clean one (the averages over a data set are
         what the paper reports).
         """
-        perturbation = metric("perturbation")
         progress(0.0, desc=f"Explaining with {label(method)}")
         loaded, _, x, _, cls = self.prepare(image, backbone, repo, target)
         result, seconds = self.run_method(loaded, method, x, cls)
@@ -517,7 +506,6 @@ class TTameApp:
         The label is the class explained (the top-1 by default): ROAD asks whether the
         backbone still says it once pixels are gone.
         """
-        road_scores = metric("road").road_scores
         progress(0.0, desc=f"Explaining with {label(method)}")
         loaded, _, x, _, cls = self.prepare(image, backbone, repo, target)
         result, seconds = self.run_method(loaded, method, x, cls)
