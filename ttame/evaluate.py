@@ -479,7 +479,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="score explanation methods on a folder of images",
         description=(
             "AD/IC (SPEC section 3), ROAD and, with --masks, pointing game and energy-in-mask, "
-            "for T-TAME and the baselines, with 95%% bootstrap intervals over images. "
+            "for T-TAME and the baselines, with 95 % bootstrap intervals over images. "
             "Shard over GPUs with torchrun --nproc-per-node N -m ttame evaluate ..."
         ),
     )
