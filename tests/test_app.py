@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from badcorpus import CASES, Case
+from badcorpus import CASES, MISUSES, Case, Misuse, bad_head
 from conftest import TINY_CNN, TINY_VIT, tiny_explainer
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -333,13 +333,77 @@ def test_bad_inputs_over_the_api(client, case: Case, tmp_path):
         with pytest.raises(AppError) as caught:
             explain(client, path)
         message = str(caught.value)
-        assert message.strip() and "Traceback" not in message
+        assert case.message in message and "Traceback" not in message
         assert "/tmp" not in message and " at 0x" not in message
     else:
         shown, bare, *_ = explain(client, path)
         scale = min(1.0, DISPLAY_SIDE / max(case.size))
         size = tuple(max(1, round(side * scale)) for side in case.size)
         assert Image.open(shown).size == size == Image.open(bare).size
+    assert explain(client, CHELSEA)[0]  # and the server keeps serving
+
+
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline: bool = True) -> Path:
+    """Point huggingface_hub (env and constant) at an empty cache under ``tmp_path``."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    return cache
+
+
+def typed_repo(flaw: str | None = None, repo: str | None = None):
+    """An /explain call with a Hub repo id typed in; a flawed head is published offline first."""
+
+    def call(client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        cache = hub_cache(tmp_path, monkeypatch, offline=repo != "owner/unreachable")
+        name = repo or f"someone/{flaw.replace(' ', '-')}"
+        if flaw is not None:
+            publish_to_cache(bad_head(tmp_path, flaw), name, cache)
+        explain(client, CHELSEA, repo=name)
+
+    return call
+
+
+def asks(**options: str):
+    return lambda client, *_: explain(client, CHELSEA, **options)
+
+
+APP = {
+    "class index out of range (10 of 10)": asks(target="10"),
+    "negative class index (-1)": asks(target="-1"),
+    "unknown class name": asks(target="zebra"),
+    "unknown backbone": asks(backbone="nope"),
+    "malformed Hub repo id (a/b/c)": typed_repo(repo="a/b/c"),
+    "Hub repo absent, offline": typed_repo(repo="owner/absent-head"),
+    "Hub unreachable": typed_repo(repo="owner/unreachable"),
+    "head whose channels do not fit its backbone": typed_repo("channels"),
+    "head with another number of classes than its backbone": typed_repo("classes"),
+    "head whose tensors disagree with its config": typed_repo("weights"),
+    "pickle offered as a head's model.safetensors": typed_repo("pickle"),
+    "truncated model.safetensors": typed_repo("truncated"),
+}
+"""How a user makes each mistake of the corpus in the app (those the app offers a way to)."""
+
+
+def test_every_mistake_the_app_allows_is_tried():
+    assert set(APP) == {m.name for m in MISUSES if m.app is not None}
+
+
+@pytest.mark.parametrize("misuse", [m for m in MISUSES if m.app], ids=lambda m: m.name)
+def test_mistakes_over_the_api(client, misuse: Misuse, tmp_path, monkeypatch):
+    with pytest.raises(AppError) as caught:
+        APP[misuse.name](client, tmp_path, monkeypatch)
+    message = str(caught.value)
+    assert misuse.app in message and "Traceback" not in message and " at 0x" not in message
+    assert not (tmp_path / "ran").exists()
+    monkeypatch.undo()
     assert explain(client, CHELSEA)[0]  # and the server keeps serving
 
 

@@ -341,7 +341,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"Checkpoint '{path}' is damaged or incomplete (checksum mismatch); it was not "
             "loaded. Delete it to start over."
         )
-    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TrainingError(
+            f"Checkpoint '{path}' holds more than tensors and plain data ({type(exc).__name__}); "
+            "it was not loaded: pickled objects are refused, as reading them could run code."
+        ) from exc
 
 
 def rng_state() -> dict[str, Any]:

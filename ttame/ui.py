@@ -304,7 +304,10 @@ class TTameApp:
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UntrainedHeadWarning)
-                result = maker.explain(x[None], target)
+                try:
+                    result = maker.explain(x[None], target)
+                except TTameError as exc:
+                    raise user_error(exc) from exc
             return result, time.perf_counter() - start
 
     def prepare(
