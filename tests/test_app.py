@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
@@ -28,8 +29,9 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app as app_script
+from benchmarks.load_app import corpus_inputs, run_load, schedule
 from ttame import backbones, ui
-from ttame.app_state import ExplainerCache
+from ttame.app_state import ExplainerCache, check_budget
 from ttame.explainer import Explainer, Explanation, bundled_head
 from ttame.images import heatmap, load_image, map_to_original, overlay, preprocess
 from ttame.ui import (
@@ -424,6 +426,41 @@ def test_limits_are_set(server):
     demo, _ = server
     assert demo.max_file_size == 20 * 1024 * 1024
     assert demo._queue.default_concurrency_limit == 2 and demo._queue.max_size == 32
+    assert demo.state_session_capacity == ui.STATE_SESSIONS == 100
+    assert demo.delete_cache == ui.FILE_CLEANUP
+    states = [b for b in demo.blocks.values() if isinstance(b, gr.State)]
+    assert states and all(state.time_to_live == ui.STATE_SECONDS for state in states)
+
+
+class Slow(Centre):
+    """A baseline of many slow backbone passes: a stand-in for Score-CAM or RISE."""
+
+    def explain(self, images: torch.Tensor, classes: object = None) -> Explanation:
+        for _ in range(40):
+            time.sleep(0.05)
+            self.backbone(images)
+        return super().explain(images, classes)
+
+
+@pytest.mark.parametrize("action", ["compare", "adic", "road"])
+def test_slow_actions_stop_at_their_time_budget(heads, action):
+    config = AppConfig(["tiny_cnn"], heads, {"slow": Slow}, time_budget=0.3)
+    app = TTameApp(config)
+    call = {
+        "compare": lambda method: app.compare(
+            CHELSEA, "tiny_cnn", "", "", method, 0.5, "jet", None
+        ),
+        "adic": lambda method: app.adic(CHELSEA, "tiny_cnn", "", "", method, lambda *a, **k: 0),
+        "road": lambda method: app.road(CHELSEA, "tiny_cnn", "", "", method, lambda *a, **k: 0),
+    }[action]
+    start = time.perf_counter()
+    with pytest.raises(gr.Error, match=r"stopped after its 0\.3 s time budget"):
+        call("slow")  # 2 s of passes unstopped
+    assert time.perf_counter() - start < 1.5
+    check_budget()  # the deadline went with the request
+    assert app.cache.get("tiny_cnn", heads["tiny_cnn"]).lock.acquire(blocking=False)
+    app.config.time_budget = 30.0
+    assert call("ttame")  # the same backbone serves the next request
 
 
 def test_untrained_head_is_shown_loudly(monkeypatch):
@@ -589,3 +626,16 @@ def test_the_registry_baselines_compare_and_measure(heads):
     for measure in (app.adic, app.road):
         *_, numbers = measure(str(CHELSEA), "tiny_cnn", "", "1", "gradcam", lambda *a, **k: None)
         assert numbers["method"] == "gradcam" and numbers["class_index"] == 1
+
+
+def test_load_of_good_and_bad_photos_at_once(server, tmp_path):
+    """The load test's small version: 40 calls, 4 at a time, every fourth a refused file."""
+    good, bad = corpus_inputs(tmp_path)
+    inputs = schedule(good, bad, 40)
+    report = run_load(server[1], inputs, 4, os.getpid(), timeout=30, budget=60, warm_up=False)
+    assert report.problems() == []
+    summary = report.summary()
+    assert summary["good"]["requests"] == 30 and summary["bad"]["requests"] == 10
+    assert summary["good"]["p95_s"] < 10
+    growth = report.memory["after"] - report.memory["before"]
+    assert growth < 200 * 2**20, f"the server grew by {growth / 2**20:.0f} MiB"
