@@ -9,7 +9,7 @@ and sends ``--requests`` /explain calls from ``--concurrency`` client threads th
 with a corpus file that must be refused. Every call has a time limit, and so has the run.
 Reports the calls that went wrong (a good photo not explained, a bad one without its clean
 message), p50/p95 latency of each kind, and the server's resident memory before (after one
-warm-up call per file), after, and at its peak.
+warm-up call per file), after each quarter of the calls, and at its peak.
 """
 
 from __future__ import annotations
@@ -173,10 +173,18 @@ def run_load(
     before = memory(pid)
     deadline = time.monotonic() + budget
 
+    done = itertools.count(1)
+    quarters = {max(1, len(inputs) * q // 4): f"rss_{25 * q}%" for q in (1, 2, 3)}
+    samples: dict[str, int] = {}
+
     def send(item: Input) -> Outcome:
         if time.monotonic() > deadline:
             return Outcome(item, 0.0, "not sent: the run's time budget was spent")
-        return call(session(), item, timeout)
+        outcome = call(session(), item, timeout)
+        name = quarters.get(next(done))
+        if name:  # memory along the way: a leak grows steadily, a warm-up levels off
+            samples[name] = memory(pid)["rss"]
+        return outcome
 
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
@@ -184,7 +192,9 @@ def run_load(
     seconds = time.perf_counter() - start
     after = memory(pid)
     return Report(
-        outcomes, seconds, {"before": before["rss"], "after": after["rss"], "peak": after["peak"]}
+        outcomes,
+        seconds,
+        {"before": before["rss"], **samples, "after": after["rss"], "peak": after["peak"]},
     )
 
 
