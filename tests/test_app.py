@@ -33,6 +33,7 @@ from benchmarks.load_app import corpus_inputs, run_load, schedule
 from ttame import backbones, ui
 from ttame.app_state import ExplainerCache, check_budget
 from ttame.explainer import Explainer, Explanation, bundled_head
+from ttame.head import AttentionHead
 from ttame.images import heatmap, load_image, map_to_original, overlay, preprocess
 from ttame.ui import (
     DISPLAY_SIDE,
@@ -409,6 +410,21 @@ def test_mistakes_over_the_api(client, misuse: Misuse, tmp_path, monkeypatch):
     assert explain(client, CHELSEA)[0]  # and the server keeps serving
 
 
+def test_hub_heads_for_unlisted_backbones_are_refused_before_building(
+    client, tmp_path, monkeypatch
+):
+    folder = tmp_path / "timm-head"
+    AttentionHead("timm/resnet18", ["layer1", "layer4"], [64, 512], 1000).save_pretrained(folder)
+    publish_to_cache(folder, "someone/timm-head", hub_cache(tmp_path, monkeypatch))
+    built = []
+    monkeypatch.setattr(backbones, "_timm_spec", lambda name: built.append(name))
+    with pytest.raises(AppError, match="is for backbone 'timm/resnet18'; this app loads heads"):
+        explain(client, CHELSEA, repo="someone/timm-head")
+    assert built == []
+    monkeypatch.undo()
+    assert explain(client, CHELSEA)[0]
+
+
 def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
     big = tmp_path / "big.png"
     big.write_bytes(b"\x89PNG" + b"\x00" * (21 * 1024 * 1024))
@@ -505,6 +521,9 @@ def test_options_then_environment_then_defaults():
     assert app_script.options([], {}).threads == 1
     assert app_script.options([], {"TTAME_THREADS": "2"}).threads == 2
     assert app_script.options(["--threads", "4"], {"TTAME_THREADS": "2"}).threads == 4
+    assert app_script.options([], {}).time_budget == ui.TIME_BUDGET == 60
+    assert app_script.options([], {"TTAME_TIME_BUDGET": "5"}).time_budget == 5
+    assert app_script.options(["--time-budget", "9"], {"TTAME_TIME_BUDGET": "5"}).time_budget == 9
 
 
 def wait_for(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:

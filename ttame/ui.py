@@ -28,11 +28,12 @@ from ttame.app_state import (
     Loaded,
     MethodFactory,
     backbone_choices,
+    load_explainer,
     time_budget,
 )
-from ttame.backbones import DEFAULT_BACKBONE
+from ttame.backbones import DEFAULT_BACKBONE, list_backbones
 from ttame.errors import HeadError, TimeBudgetError, TTameError
-from ttame.explainer import REPO_ID, UntrainedHeadWarning
+from ttame.explainer import REPO_ID, Explainer, UntrainedHeadWarning, load_head
 from ttame.images import Geometry, heatmap, load_image, map_to_original, overlay, preprocess
 from ttame.methods import METHODS, MethodOptions
 from ttame.metrics import perturbation
@@ -108,6 +109,8 @@ class AppConfig:
     cache_size: int = 3
     time_budget: float | None = TIME_BUDGET
     """Seconds a comparison or a measurement may run (None: no limit)."""
+    hub_backbones: list[str] = field(default_factory=list_backbones)
+    """Backbones a head typed in as a Hub repo id may use (their sizes are known)."""
 
 
 @dataclass
@@ -254,9 +257,25 @@ class TTameApp:
 
     def __init__(self, config: AppConfig) -> None:
         self.config = config
-        self.cache = ExplainerCache(config.cache_size)
+        self.cache = ExplainerCache(config.cache_size, self.load_explainer)
         self.menu = backbone_choices(config.backbones, config.heads)
         self.offered = [name for _, name in self.menu]
+
+    def load_explainer(self, head: str | None, backbone: str | None) -> Explainer:
+        """The cache's loader; a head typed in from the Hub must be for one of ``hub_backbones``.
+
+        A head's config names its backbone, and any ``timm/<model>`` named there would be
+        downloaded and built; with the registered ones the memory and disk that the cache's
+        few explainers take stay bounded.
+        """
+        if head is not None and head not in self.config.heads.values():
+            name = load_head(head).backbone
+            if name not in self.config.hub_backbones:
+                raise HeadError(
+                    f"The head '{head}' is for backbone '{name}'; this app loads heads from the "
+                    f"Hub for {', '.join(self.config.hub_backbones)} only."
+                )
+        return load_explainer(head, backbone)
 
     # ---- inputs ---------------------------------------------------------------------------
     def read_image(self, payload: Any) -> Image.Image:
