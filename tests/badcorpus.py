@@ -15,7 +15,6 @@ import io
 import os
 import re
 import struct
-import sys
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -416,5 +415,4 @@ def write_table(document: Path) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     write_table(Path(__file__).resolve().parent.parent / "docs" / "reliability.md")

@@ -257,11 +257,11 @@ class TTameApp:
 
     def __init__(self, config: AppConfig) -> None:
         self.config = config
-        self.cache = ExplainerCache(config.cache_size, self.load_explainer)
+        self.cache = ExplainerCache(config.cache_size, self.build_explainer)
         self.menu = backbone_choices(config.backbones, config.heads)
         self.offered = [name for _, name in self.menu]
 
-    def load_explainer(self, head: str | None, backbone: str | None) -> Explainer:
+    def build_explainer(self, head: str | None, backbone: str | None) -> Explainer:
         """The cache's loader; a head typed in from the Hub must be for one of ``hub_backbones``.
 
         A head's config names its backbone, and any ``timm/<model>`` named there would be
