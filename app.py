@@ -2,7 +2,8 @@
 
 The address comes from the options, else ``TTAME_HOST``/``TTAME_PORT``, else Gradio's own
 ``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT``, else 127.0.0.1:7860 (0.0.0.0:7860 on a Space,
-which must listen on every interface). ``--threads``/``TTAME_THREADS`` sets torch's threads.
+which must listen on every interface). ``--threads``/``TTAME_THREADS`` sets torch's threads;
+``--time-budget``/``TTAME_TIME_BUDGET`` the seconds a comparison or measurement may take.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ WEIGHT_PACKAGES = (
 def options(
     argv: Sequence[str] | None = None, env: Mapping[str, str] = os.environ
 ) -> argparse.Namespace:
-    """Host, port and torch threads: by options, then environment, then the defaults."""
+    """Host, port, torch threads, time budget: by options, then environment, then defaults."""
     parser = argparse.ArgumentParser(description="Serve the T-TAME app.")
     parser.add_argument("--host", default=None, help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=None, help="port (default 7860)")
@@ -37,11 +38,18 @@ def options(
         help="torch threads per request (default 1: requests run side by side, one per core, "
         "and a busy neighbour on a shared machine does not stall every pass)",
     )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="seconds a comparison or a measurement may take before it is stopped (default 60)",
+    )
     args = parser.parse_args(argv)
     default_host = "0.0.0.0" if env.get("SPACE_ID") else "127.0.0.1"
     args.host = args.host or env.get("TTAME_HOST") or env.get("GRADIO_SERVER_NAME") or default_host
     args.port = int(args.port or env.get("TTAME_PORT") or env.get("GRADIO_SERVER_PORT") or 7860)
     args.threads = int(args.threads or env.get("TTAME_THREADS") or 1)
+    args.time_budget = float(args.time_budget or env.get("TTAME_TIME_BUDGET") or 60)
     return args
 
 
@@ -70,4 +78,4 @@ if __name__ == "__main__":
     from ttame.ui import build_app, serve
 
     torch.set_num_threads(settings.threads)
-    serve(build_app(), settings.host, settings.port)
+    serve(build_app(time_budget=settings.time_budget), settings.host, settings.port)

@@ -18,19 +18,22 @@ import time
 import urllib.request
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 import torch
-from badcorpus import CASES, Case
+from badcorpus import CASES, MISUSES, Case, Misuse, bad_head
 from conftest import TINY_CNN, TINY_VIT, tiny_explainer
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app as app_script
+from benchmarks.load_app import corpus_inputs, run_load, schedule
 from ttame import backbones, ui
-from ttame.app_state import ExplainerCache
+from ttame.app_state import ExplainerCache, check_budget
 from ttame.explainer import Explainer, Explanation, bundled_head
+from ttame.head import AttentionHead
 from ttame.images import heatmap, load_image, map_to_original, overlay, preprocess
 from ttame.ui import (
     DISPLAY_SIDE,
@@ -333,7 +336,7 @@ def test_bad_inputs_over_the_api(client, case: Case, tmp_path):
         with pytest.raises(AppError) as caught:
             explain(client, path)
         message = str(caught.value)
-        assert message.strip() and "Traceback" not in message
+        assert case.message in message and "Traceback" not in message
         assert "/tmp" not in message and " at 0x" not in message
     else:
         shown, bare, *_ = explain(client, path)
@@ -341,6 +344,85 @@ def test_bad_inputs_over_the_api(client, case: Case, tmp_path):
         size = tuple(max(1, round(side * scale)) for side in case.size)
         assert Image.open(shown).size == size == Image.open(bare).size
     assert explain(client, CHELSEA)[0]  # and the server keeps serving
+
+
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline: bool = True) -> Path:
+    """Point huggingface_hub (env and constant) at an empty cache under ``tmp_path``."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    return cache
+
+
+def typed_repo(flaw: str | None = None, repo: str | None = None):
+    """An /explain call with a Hub repo id typed in; a flawed head is published offline first."""
+
+    def call(client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        cache = hub_cache(tmp_path, monkeypatch, offline=repo != "owner/unreachable")
+        name = repo or f"someone/{flaw.replace(' ', '-')}"
+        if flaw is not None:
+            publish_to_cache(bad_head(tmp_path, flaw), name, cache)
+        explain(client, CHELSEA, repo=name)
+
+    return call
+
+
+def asks(**options: str):
+    return lambda client, *_: explain(client, CHELSEA, **options)
+
+
+APP = {
+    "class index out of range (10 of 10)": asks(target="10"),
+    "negative class index (-1)": asks(target="-1"),
+    "unknown class name": asks(target="zebra"),
+    "unknown backbone": asks(backbone="nope"),
+    "malformed Hub repo id (a/b/c)": typed_repo(repo="a/b/c"),
+    "Hub repo absent, offline": typed_repo(repo="owner/absent-head"),
+    "Hub unreachable": typed_repo(repo="owner/unreachable"),
+    "head whose channels do not fit its backbone": typed_repo("channels"),
+    "head with another number of classes than its backbone": typed_repo("classes"),
+    "head whose tensors disagree with its config": typed_repo("weights"),
+    "pickle offered as a head's model.safetensors": typed_repo("pickle"),
+    "truncated model.safetensors": typed_repo("truncated"),
+}
+"""How a user makes each mistake of the corpus in the app (those the app offers a way to)."""
+
+
+def test_every_mistake_the_app_allows_is_tried():
+    assert set(APP) == {m.name for m in MISUSES if m.app is not None}
+
+
+@pytest.mark.parametrize("misuse", [m for m in MISUSES if m.app], ids=lambda m: m.name)
+def test_mistakes_over_the_api(client, misuse: Misuse, tmp_path, monkeypatch):
+    with pytest.raises(AppError) as caught:
+        APP[misuse.name](client, tmp_path, monkeypatch)
+    message = str(caught.value)
+    assert misuse.app in message and "Traceback" not in message and " at 0x" not in message
+    assert not (tmp_path / "ran").exists()
+    monkeypatch.undo()
+    assert explain(client, CHELSEA)[0]  # and the server keeps serving
+
+
+def test_hub_heads_for_unlisted_backbones_are_refused_before_building(
+    client, tmp_path, monkeypatch
+):
+    folder = tmp_path / "timm-head"
+    AttentionHead("timm/resnet18", ["layer1", "layer4"], [64, 512], 1000).save_pretrained(folder)
+    publish_to_cache(folder, "someone/timm-head", hub_cache(tmp_path, monkeypatch))
+    built = []
+    monkeypatch.setattr(backbones, "_timm_spec", lambda name: built.append(name))
+    with pytest.raises(AppError, match="is for backbone 'timm/resnet18'; this app loads heads"):
+        explain(client, CHELSEA, repo="someone/timm-head")
+    assert built == []
+    monkeypatch.undo()
+    assert explain(client, CHELSEA)[0]
 
 
 def test_uploads_over_the_size_limit_are_refused(client, tmp_path):
@@ -360,6 +442,41 @@ def test_limits_are_set(server):
     demo, _ = server
     assert demo.max_file_size == 20 * 1024 * 1024
     assert demo._queue.default_concurrency_limit == 2 and demo._queue.max_size == 32
+    assert demo.state_session_capacity == ui.STATE_SESSIONS == 100
+    assert demo.delete_cache == ui.FILE_CLEANUP
+    states = [b for b in demo.blocks.values() if isinstance(b, gr.State)]
+    assert states and all(state.time_to_live == ui.STATE_SECONDS for state in states)
+
+
+class Slow(Centre):
+    """A baseline of many slow backbone passes: a stand-in for Score-CAM or RISE."""
+
+    def explain(self, images: torch.Tensor, classes: object = None) -> Explanation:
+        for _ in range(40):
+            time.sleep(0.05)
+            self.backbone(images)
+        return super().explain(images, classes)
+
+
+@pytest.mark.parametrize("action", ["compare", "adic", "road"])
+def test_slow_actions_stop_at_their_time_budget(heads, action):
+    config = AppConfig(["tiny_cnn"], heads, {"slow": Slow}, time_budget=0.3)
+    app = TTameApp(config)
+    call = {
+        "compare": lambda method: app.compare(
+            CHELSEA, "tiny_cnn", "", "", method, 0.5, "jet", None
+        ),
+        "adic": lambda method: app.adic(CHELSEA, "tiny_cnn", "", "", method, lambda *a, **k: 0),
+        "road": lambda method: app.road(CHELSEA, "tiny_cnn", "", "", method, lambda *a, **k: 0),
+    }[action]
+    start = time.perf_counter()
+    with pytest.raises(gr.Error, match=r"stopped after its 0\.3 s time budget"):
+        call("slow")  # 2 s of passes unstopped
+    assert time.perf_counter() - start < 1.5
+    check_budget()  # the deadline went with the request
+    assert app.cache.get("tiny_cnn", heads["tiny_cnn"]).lock.acquire(blocking=False)
+    app.config.time_budget = 30.0
+    assert call("ttame")  # the same backbone serves the next request
 
 
 def test_untrained_head_is_shown_loudly(monkeypatch):
@@ -404,6 +521,9 @@ def test_options_then_environment_then_defaults():
     assert app_script.options([], {}).threads == 1
     assert app_script.options([], {"TTAME_THREADS": "2"}).threads == 2
     assert app_script.options(["--threads", "4"], {"TTAME_THREADS": "2"}).threads == 4
+    assert app_script.options([], {}).time_budget == ui.TIME_BUDGET == 60
+    assert app_script.options([], {"TTAME_TIME_BUDGET": "5"}).time_budget == 5
+    assert app_script.options(["--time-budget", "9"], {"TTAME_TIME_BUDGET": "5"}).time_budget == 9
 
 
 def wait_for(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
@@ -525,3 +645,16 @@ def test_the_registry_baselines_compare_and_measure(heads):
     for measure in (app.adic, app.road):
         *_, numbers = measure(str(CHELSEA), "tiny_cnn", "", "1", "gradcam", lambda *a, **k: None)
         assert numbers["method"] == "gradcam" and numbers["class_index"] == 1
+
+
+def test_load_of_good_and_bad_photos_at_once(server, tmp_path):
+    """The load test's small version: 40 calls, 4 at a time, every fourth a refused file."""
+    good, bad = corpus_inputs(tmp_path)
+    inputs = schedule(good, bad, 40)
+    report = run_load(server[1], inputs, 4, os.getpid(), timeout=30, budget=60, warm_up=False)
+    assert report.problems() == []
+    summary = report.summary()
+    assert summary["good"]["requests"] == 30 and summary["bad"]["requests"] == 10
+    assert summary["good"]["p95_s"] < 10
+    growth = report.memory["after"] - report.memory["before"]
+    assert growth < 200 * 2**20, f"the server grew by {growth / 2**20:.0f} MiB"

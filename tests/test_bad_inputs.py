@@ -2,23 +2,37 @@
 
 import json
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
-from badcorpus import CASES, Case
+from badcorpus import (
+    CASES,
+    MISUSES,
+    Case,
+    Misuse,
+    bad_head,
+    evil_reference_checkpoint,
+    evil_training_checkpoint,
+    half_written_checkpoint,
+    table,
+)
 from conftest import tiny_explainer
-from safetensors.torch import save_file
 
 from ttame.cli import main
-from ttame.errors import ClassIndexError, HeadError, ImageError
-from ttame.explainer import load_head
+from ttame.errors import HeadError, ImageError
+from ttame.explainer import Explainer, load_head
 from ttame.images import load_image, map_to_original, preprocess
+from ttame.training import load_checkpoint
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_library(case: Case):
     if case.expected == "error":
-        with pytest.raises(ImageError):
+        with pytest.raises(ImageError, match=case.message):
             load_image(case.make())
         return
     image = load_image(case.make())
@@ -38,7 +52,8 @@ def test_cli(case: Case, tmp_path, capsys):
     captured = capsys.readouterr()
     if case.expected == "error":
         assert code == 2
-        assert captured.err.strip().startswith("error: ") and "Traceback" not in captured.err
+        assert captured.err.startswith("error: ") and case.message in captured.err
+        assert "Traceback" not in captured.err
     else:
         assert code == 0
         report = json.loads(captured.out)
@@ -46,62 +61,165 @@ def test_cli(case: Case, tmp_path, capsys):
         assert 0 <= x <= case.size[0] and 0 <= y <= case.size[1]
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--class", "10"], "out of range"),
-        (["--class", "-1"], "out of range"),
-        (["--class", "zebra"], "Unknown class name"),
-        (["--backbone", "nope"], "Unknown backbone"),
-        (["--head", "not/a/repo/id"], "neither a head folder"),
-    ],
-)
-def test_cli_refuses_bad_arguments(args, message, tmp_path, capsys):
-    path = tmp_path / "ok.png"
-    path.write_bytes(next(c for c in CASES if c.name == "1x1 image").make())
-    code = main(["explain", str(path), "--backbone", "tiny_cnn", *args])
-    assert code == 2 and message in capsys.readouterr().err
+# --- Mistakes other than image files -------------------------------------------------------
+
+Action = Callable[[Path, pytest.MonkeyPatch], object]
 
 
-def test_class_errors_in_the_library():
-    explainer = tiny_explainer()
-    with pytest.raises(ClassIndexError):
-        explainer.explain(torch.rand(1, 3, 32, 32), -3)
-    with pytest.raises(ClassIndexError):
-        explainer.class_index("no such class")
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
 
 
-def _head_folder(tmp_path, weights: bytes | None = None):
-    folder = tmp_path / "head"
-    tiny_explainer().save_pretrained(folder)
-    if weights is not None:
-        (folder / "model.safetensors").write_bytes(weights)
-    return folder
+def unreachable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
 
 
-def test_a_pickle_offered_as_a_head_is_refused(tmp_path):
-    import pickle
-
-    folder = _head_folder(tmp_path, pickle.dumps({"branches.0.conv.weight": object()}))
-    with pytest.raises(HeadError):
-        load_head(folder)
+def poisoned() -> torch.Tensor:
+    images = torch.rand(1, 3, 32, 32)
+    images[0, 0, 3, 4], images[0, 1, 5, 6] = float("nan"), float("inf")
+    return images
 
 
-def test_a_truncated_safetensors_head_is_refused(tmp_path):
-    folder = _head_folder(tmp_path)
-    data = (folder / "model.safetensors").read_bytes()
-    (folder / "model.safetensors").write_bytes(data[: len(data) // 2])
-    with pytest.raises(HeadError):
-        load_head(folder)
+def hub(setup: Callable[[Path, pytest.MonkeyPatch], None], repo: str) -> Action:
+    def act(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> object:
+        setup(tmp_path, monkeypatch)
+        return load_head(repo)
+
+    return act
 
 
-def test_a_head_with_wrong_tensor_shapes_is_refused(tmp_path):
-    folder = _head_folder(tmp_path)
-    state = {k: v.clone() for k, v in tiny_explainer().head.state_dict().items()}
-    state["fuser.weight"] = torch.zeros(3, 18, 1, 1)
-    save_file(state, folder / "model.safetensors")
-    with pytest.raises(HeadError):
-        load_head(folder)
+def head(flaw: str, backbone: str | None = None) -> Action:
+    return lambda tmp, _: Explainer.from_pretrained(bad_head(tmp, flaw), backbone, None, "cpu")
+
+
+LIBRARY: dict[str, Action] = {
+    "NaN or Inf in an image tensor": lambda *_: tiny_explainer().explain(poisoned()),
+    "image tensor outside [0, 1]": lambda *_: tiny_explainer().explain(
+        torch.rand(1, 3, 8, 8) * 255
+    ),
+    "class index out of range (10 of 10)": lambda *_: tiny_explainer().explain(
+        torch.rand(1, 3, 32, 32), 10
+    ),
+    "negative class index (-1)": lambda *_: tiny_explainer().explain(torch.rand(1, 3, 32, 32), -1),
+    "unknown class name": lambda *_: tiny_explainer().class_index("zebra"),
+    "unknown backbone": lambda *_: Explainer.from_pretrained(backbone="nope"),
+    "malformed Hub repo id (a/b/c)": hub(offline, "a/b/c"),
+    "Hub repo absent, offline": hub(offline, "owner/absent-head"),
+    "Hub unreachable": hub(unreachable, "owner/some-head"),
+    "head trained for another backbone": head("other backbone", "tiny_cnn"),
+    "head whose channels do not fit its backbone": head("channels"),
+    "head with another number of classes than its backbone": head("classes"),
+    "head whose tensors disagree with its config": head("weights"),
+    "pickle offered as a head's model.safetensors": head("pickle"),
+    "truncated model.safetensors": head("truncated"),
+    "pickle that runs code, as a reference checkpoint (.ckpt)": lambda tmp, _: load_head(
+        evil_reference_checkpoint(tmp / "evil.ckpt", tmp / "ran"), backbone="tiny_cnn"
+    ),
+    "half-written training checkpoint (--resume)": lambda tmp, _: load_checkpoint(
+        half_written_checkpoint(tmp / "checkpoint.pt")
+    ),
+    "pickle that runs code, as a training checkpoint with a valid checksum (--resume)": (
+        lambda tmp, _: load_checkpoint(evil_training_checkpoint(tmp / "c.pt", tmp / "ran"))
+    ),
+}
+
+
+def photo() -> bytes:
+    return next(c for c in CASES if c.name == "RGBA PNG").make()
+
+
+def explain_args(*options: str) -> Callable[[Path, pytest.MonkeyPatch], list[str]]:
+    def args(tmp_path: Path, _monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        (tmp_path / "photo.png").write_bytes(photo())
+        return ["explain", str(tmp_path / "photo.png"), *options]
+
+    return args
+
+
+def with_setup(setup: Callable[[Path, pytest.MonkeyPatch], None], *options: str):
+    def args(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        setup(tmp_path, monkeypatch)
+        return explain_args(*options)(tmp_path, monkeypatch)
+
+    return args
+
+
+def head_args(flaw: str, *options: str):
+    def args(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        folder = str(bad_head(tmp_path, flaw))
+        return explain_args("--head", folder, *options)(tmp_path, monkeypatch)
+
+    return args
+
+
+def resume_args(write: Callable[[Path], object]):
+    def args(tmp_path: Path, _monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        images = tmp_path / "images"
+        images.mkdir()
+        for i in range(4):
+            (images / f"{i}.png").write_bytes(photo())
+        (tmp_path / "run").mkdir()
+        write(tmp_path / "run" / "checkpoint.pt")
+        run = ["--out", str(tmp_path / "run"), "--batch", "2", "--workers", "0", "--resume"]
+        return ["train", "--backbone", "tiny_cnn", "--data", str(images), *run]
+
+    return args
+
+
+CLI: dict[str, Callable[[Path, pytest.MonkeyPatch], list[str]]] = {
+    "class index out of range (10 of 10)": explain_args("--backbone", "tiny_cnn", "--class", "10"),
+    "negative class index (-1)": explain_args("--backbone", "tiny_cnn", "--class", "-1"),
+    "unknown class name": explain_args("--backbone", "tiny_cnn", "--class", "zebra"),
+    "unknown backbone": explain_args("--backbone", "nope"),
+    "malformed Hub repo id (a/b/c)": with_setup(offline, "--head", "a/b/c"),
+    "Hub repo absent, offline": with_setup(offline, "--head", "owner/absent-head"),
+    "Hub unreachable": with_setup(unreachable, "--head", "owner/some-head"),
+    "head trained for another backbone": head_args("other backbone", "--backbone", "tiny_cnn"),
+    "head whose channels do not fit its backbone": head_args("channels"),
+    "head with another number of classes than its backbone": head_args("classes"),
+    "head whose tensors disagree with its config": head_args("weights"),
+    "pickle offered as a head's model.safetensors": head_args("pickle"),
+    "truncated model.safetensors": head_args("truncated"),
+    "pickle that runs code, as a reference checkpoint (.ckpt)": lambda tmp, mp: explain_args(
+        "--head", str(evil_reference_checkpoint(tmp / "evil.ckpt", tmp / "ran"))
+    )(tmp, mp),
+    "half-written training checkpoint (--resume)": resume_args(half_written_checkpoint),
+    "pickle that runs code, as a training checkpoint with a valid checksum (--resume)": (
+        resume_args(lambda path: evil_training_checkpoint(path, path.parent.parent / "ran"))
+    ),
+}
+
+
+def test_every_mistake_is_tried_in_the_library_and_the_cli():
+    assert set(LIBRARY) == {m.name for m in MISUSES}
+    assert set(CLI) == {m.name for m in MISUSES if m.cli is not None}
+
+
+@pytest.mark.parametrize("misuse", MISUSES, ids=lambda m: m.name)
+def test_library_mistakes(misuse: Misuse, tmp_path, monkeypatch):
+    with pytest.raises(misuse.error) as caught:
+        LIBRARY[misuse.name](tmp_path, monkeypatch)
+    assert misuse.library in str(caught.value)
+    assert not (tmp_path / "ran").exists()  # no pickled code ran
+
+
+@pytest.mark.parametrize("misuse", [m for m in MISUSES if m.cli], ids=lambda m: m.name)
+def test_cli_mistakes(misuse: Misuse, tmp_path, monkeypatch, capsys):
+    code = main(CLI[misuse.name](tmp_path, monkeypatch))
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # after the untrained-head warning, if any
+    assert code == 2 and last.startswith("error: ") and misuse.cli in last
+    assert "Traceback" not in err and not (tmp_path / "ran").exists()
+
+
+def test_the_reliability_table_is_current():
+    document = (ROOT / "docs" / "reliability.md").read_text()
+    assert table() in document, "run: PYTHONPATH=. python tests/badcorpus.py"
+    for item in [*CASES, *MISUSES]:
+        assert f"| {item.name} |" in document
 
 
 @pytest.mark.parametrize("repo", ["owner/absent-head", "owner/..", "a/b/c", "/"])

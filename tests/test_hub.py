@@ -374,6 +374,18 @@ def test_a_head_published_on_the_hub_resolves_by_repo_id_then_offline(fake_hub, 
     assert folder.is_relative_to(tmp_path / "hf") and (folder / "README.md").is_file()
 
 
+def test_head_files_too_large_are_refused_before_the_download(fake_hub, tmp_path, monkeypatch):
+    tiny_explainer("tiny_cnn").save_pretrained(tmp_path / "published")
+    fake_hub.publish("owner/huge-head", folder_files(tmp_path / "published"))
+    size = (tmp_path / "published" / "model.safetensors").stat().st_size
+    monkeypatch.setattr(hub, "MAX_HEAD_BYTES", size - 1)
+    with pytest.raises(HeadError, match=r"holds model\.safetensors .* it was not downloaded"):
+        load_head("owner/huge-head")
+    assert not any("/resolve/" in r for r in fake_hub.requests)
+    monkeypatch.setattr(hub, "MAX_HEAD_BYTES", size)
+    assert load_head("owner/huge-head").backbone == "tiny_cnn"
+
+
 def test_a_reference_checkpoint_on_the_hub_is_converted_once(fake_hub, tmp_path, monkeypatch,
                                                              capsys):
     state = reference_head("vgg16", CNN_PREFIX, seed=11)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ttame import images
 from ttame.errors import ImageError
 from ttame.images import (
     crop_geometry,
@@ -67,6 +68,17 @@ def test_missing_file_and_pixel_limit(tmp_path):
         load_image(tmp_path / "nope.jpg")
     with pytest.raises(ImageError, match="limit"):
         load_image(_encode(Image.new("L", (200, 100))), max_pixels=10_000)
+
+
+def test_files_over_the_byte_limit_are_refused_before_reading(tmp_path, monkeypatch):
+    data = _encode(Image.new("RGB", (64, 64)))
+    (tmp_path / "big.png").write_bytes(data)
+    monkeypatch.setattr(images, "MAX_BYTES", len(data) - 1)
+    for source in (data, tmp_path / "big.png"):
+        with pytest.raises(ImageError, match="is larger than"):
+            load_image(source)
+    monkeypatch.setattr(images, "MAX_BYTES", len(data))
+    assert load_image(tmp_path / "big.png").size == (64, 64)
 
 
 def test_geometry_is_the_centre_crop_of_the_resized_image():

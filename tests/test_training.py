@@ -1,9 +1,13 @@
 import csv
 import dataclasses
+import itertools
+import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -396,6 +400,116 @@ def test_resume_refuses_other_options_and_damaged_checkpoints(tmp_path):
         train(tiny_config(tmp_path, out=str(tmp_path / "none"), resume=True))
 
 
+class HalfWritten:
+    """A file that writes the first half of what it is given, then calls ``stop``."""
+
+    def __init__(self, file, stop) -> None:
+        self.file, self.stop = file, stop
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data[: len(data) // 2])
+        self.file.flush()
+        self.stop()
+
+
+def train_until_stopped(argv: list[str], stop_in: str, stop_at: int, stopped) -> None:
+    """``train.py``'s main in a forked process that halts at its ``stop_at``-th step or
+    checkpoint write (``stop_in``), sets ``stopped`` and waits there for its SIGKILL."""
+
+    def stop() -> None:
+        stopped.set()
+        time.sleep(600)
+
+    count = itertools.count(1)
+    if stop_in == "step":
+        real_loss = training.compute_loss
+
+        def compute_loss(*args, **kwargs):
+            if torch.is_grad_enabled() and next(count) == stop_at:  # not the validation
+                stop()
+            return real_loss(*args, **kwargs)
+
+        training.compute_loss = compute_loss
+    elif stop_in == "checkpoint write":
+        real_fdopen = os.fdopen
+
+        def fdopen(fd, mode="r", *args, **kwargs):
+            file = real_fdopen(fd, mode, *args, **kwargs)
+            return HalfWritten(file, stop) if mode == "wb" and next(count) == stop_at else file
+
+        os.fdopen = fdopen
+    sys.exit(training.main(argv))
+
+
+def launch(tmp_path: Path, out: str, *options: str, stop_in: str = "", stop_at: int = 0):
+    """A training run on the tiny data in its own (forked) process; returns it and its flag."""
+    argv = [
+        "--backbone", "tiny_cnn_varied", "--data", str(tmp_path / "images"), "--out",
+        str(tmp_path / out), "--epochs", "2", "--batch", "4", "--lr", "0.05", "--workers", "0",
+        "--device", "cpu", "--threads", "1", "--checkpoint-every", "1", "--val-fraction", "0.2",
+        "--seed", "3",
+        *options,
+    ]
+    context = multiprocessing.get_context("fork")
+    stopped = context.Event()
+    process = context.Process(target=train_until_stopped, args=(argv, stop_in, stop_at, stopped))
+    process.start()
+    return process, stopped
+
+
+def kill_when_stopped(process, stopped) -> None:
+    """SIGKILL the run once it is where it was told to stop."""
+    deadline = time.monotonic() + 60
+    while not stopped.wait(0.05):
+        assert process.is_alive() and time.monotonic() < deadline, "the run did not stop"
+    os.kill(process.pid, signal.SIGKILL)
+    process.join(10)
+    assert process.exitcode == -signal.SIGKILL
+
+
+def finished(process, _stopped) -> bool:
+    process.join(60)
+    return process.exitcode == 0
+
+
+def test_sigkill_mid_step_or_mid_checkpoint_write_then_resume_gives_the_same_head(tmp_path):
+    write_images(tmp_path / "images", 20)
+    steps = len(folder_sources(tmp_path / "images", 0.2).train) // 4
+    assert steps >= 3
+    whole = launch(tmp_path, "whole")  # the uninterrupted run, alongside the others
+    at = steps + 2  # the second step of the second epoch
+    mid_step = launch(tmp_path, "step", stop_in="step", stop_at=at)
+    mid_write = launch(tmp_path, "write", stop_in="checkpoint write", stop_at=at)
+    kill_when_stopped(*mid_step)
+    kill_when_stopped(*mid_write)
+    for run in ("step", "write"):
+        progress = load_checkpoint(tmp_path / run / "checkpoint.pt")["progress"]
+        assert (progress["step"], progress["epoch"], progress["step_in_epoch"]) == (at - 1, 1, 1)
+    (temporary,) = (tmp_path / "write").glob("checkpoint.pt.*.tmp")  # the write cut in half
+    with pytest.raises(TrainingError, match="damaged or incomplete"):
+        load_checkpoint(temporary)
+
+    resumed = [launch(tmp_path, run, "--resume") for run in ("step", "write")]
+    assert all(finished(*run) for run in (*resumed, whole))
+    assert not temporary.exists()  # the next write removed the leftover
+    a = head_state(tmp_path / "whole" / "head")
+    for run in ("step", "write"):
+        b = head_state(tmp_path / run / "head")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        for name in ("steps.csv", "epochs.csv"):
+            rows = []
+            for folder in ("whole", run):
+                with (tmp_path / folder / name).open() as f:
+                    rows.append([(r["step"], r["loss"]) for r in csv.DictReader(f)])
+            assert rows[0] == rows[1]
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"step": 1})
@@ -410,7 +524,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [path]
 
 
-def test_a_non_finite_loss_stops_without_writing_a_head(tmp_path, monkeypatch):
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_non_finite_loss_stops_without_writing_a_head(value, tmp_path, monkeypatch):
     write_images(tmp_path / "images", 12)
     real = TTameLoss.forward
     calls = {"n": 0}
@@ -420,15 +535,32 @@ def test_a_non_finite_loss_stops_without_writing_a_head(tmp_path, monkeypatch):
         if torch.is_grad_enabled():
             calls["n"] += 1
             if calls["n"] == 2:
-                terms.total = terms.total * float("nan")
+                terms.total = terms.total * float(value)
         return terms
 
     monkeypatch.setattr(TTameLoss, "forward", explodes_at_step_two)
     config = tiny_config(tmp_path, checkpoint_every=1)
-    with pytest.raises(TrainingError, match=r"not finite at step 2 \(epoch 1\).*total=nan"):
+    with pytest.raises(TrainingError, match=rf"not finite at step 2 \(epoch 1\).*total={value}"):
         train(config)
     assert not (Path(config.out) / "head").exists()
     assert load_checkpoint(Path(config.out) / "checkpoint.pt")["progress"]["step"] == 1
+
+
+def test_a_head_with_non_finite_weights_is_never_written(tmp_path, monkeypatch):
+    write_images(tmp_path / "images", 4)
+    real = torch.optim.SGD.step
+
+    def poisons_the_head(self, *args, **kwargs):
+        result = real(self, *args, **kwargs)
+        with torch.no_grad():
+            self.param_groups[0]["params"][0].fill_(float("inf"))
+        return result
+
+    monkeypatch.setattr(torch.optim.SGD, "step", poisons_the_head)
+    config = tiny_config(tmp_path, epochs=1, val_fraction=0.0, init="random")  # one step
+    with pytest.raises(TrainingError, match=r"NaN or infinite values in branches\.0\.conv\.weight"):
+        train(config)
+    assert not (Path(config.out) / "head").exists()
 
 
 def test_fp16_head_is_stored_in_half_and_loads_as_float32(tmp_path):

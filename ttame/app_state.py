@@ -4,17 +4,21 @@ Loading a backbone and its head takes seconds and hundreds of megabytes; explain
 milliseconds. Keeping the last few explainers makes switching back and forth instant while
 bounding memory, whatever a crowd of users asks for. Each entry carries a lock: the feature
 taps record into the backbone during a pass, so two passes through one backbone must not
-overlap, while different backbones can run side by side.
+overlap, while different backbones can run side by side. Each backbone also checks, before
+every pass, the time budget of the request running it (:func:`time_budget`).
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ttame.errors import TimeBudgetError
 from ttame.explainer import Explainer, bundled_head
 
 Loader = Callable[[str | None, str | None], Explainer]
@@ -29,6 +33,36 @@ def load_explainer(head: str | None, backbone: str | None) -> Explainer:
     return Explainer.from_pretrained(head=head, backbone=backbone)
 
 
+_request = threading.local()
+
+
+@contextmanager
+def time_budget(seconds: float | None, what: str) -> Iterator[None]:
+    """Give this thread's backbone passes a deadline ``seconds`` from now (None: no limit).
+
+    A thread cannot be stopped from outside; instead every pass of a cached backbone checks
+    the deadline of the request running it (:func:`check_budget`), so a slow measurement ends
+    within one pass of its budget, freeing its worker and the backbone's lock. ``what`` names
+    the work in the message.
+    """
+    saved = getattr(_request, "budget", None)
+    _request.budget = None if seconds is None else (time.monotonic() + seconds, seconds, what)
+    try:
+        yield
+    finally:
+        _request.budget = saved
+
+
+def check_budget(*_hook_args: object) -> None:
+    """Raise :class:`TimeBudgetError` once this thread's request is past its deadline."""
+    budget = getattr(_request, "budget", None)
+    if budget is not None and time.monotonic() > budget[0]:
+        raise TimeBudgetError(
+            f"{budget[2]} was stopped after its {budget[1]:g} s time budget. Try a faster "
+            "method (T-TAME, Grad-CAM), or measure offline with `ttame evaluate`."
+        )
+
+
 @dataclass
 class Loaded:
     """One cached explainer, the lock that serialises passes through it, its other methods."""
@@ -36,6 +70,9 @@ class Loaded:
     explainer: Explainer
     lock: threading.RLock = field(default_factory=threading.RLock)
     methods: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.explainer.backbone.model.register_forward_pre_hook(check_budget)
 
     def method(self, name: str, factory: MethodFactory, options: Any = None) -> Any:
         """The map-maker ``name`` for this backbone, built once (call with the lock held)."""

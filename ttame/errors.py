@@ -1,7 +1,8 @@
 """The one exception type users catch.
 
 Every failure a user can cause (a bad image, an unknown backbone, missing weights, a head that
-does not fit its backbone, a class out of range, an unreachable Hub repo) raises a subclass of
+does not fit its backbone, a class out of range, an unreachable Hub repo, a request past its
+time budget) raises a subclass of
 :class:`TTameError` with a message that says what to do; the CLI prints it and exits 2, the app
 shows it and keeps serving.
 """
@@ -34,3 +35,7 @@ class HeadError(TTameError, ValueError):
 
 class ClassIndexError(TTameError, IndexError):
     """A target class index or name does not exist for this backbone."""
+
+
+class TimeBudgetError(TTameError, TimeoutError):
+    """A request ran past its time budget and was stopped (the app's slow measurements)."""

@@ -32,6 +32,7 @@ from ttame.hub import (
     checkpoint_head,
     convert_checkpoint,
     hub_folder,
+    tap_channels,
 )
 from ttame.taps import Backbone, build_backbone
 
@@ -180,8 +181,24 @@ def load_head(
     return head.eval()
 
 
+def check_fit(head: AttentionHead, spec: BackboneSpec) -> None:
+    """Refuse a head whose channels or classes differ from the backbone's, before any weights.
+
+    A head file is consistent on its own but may name the wrong sizes for its backbone; found
+    here, that is one clear error at load time instead of a failure at the first explanation.
+    """
+    channels, classes = tap_channels(spec, head.layers)
+    if channels != head.in_channels or classes != head.num_classes:
+        raise HeadError(
+            f"The head expects tapped maps with channels {head.in_channels} (layers "
+            f"{head.layers}) and {head.num_classes} classes, but backbone '{spec.name}' gives "
+            f"{channels} and {classes} classes: the head does not fit this backbone."
+        )
+
+
 def _reason(exc: Exception) -> str:
-    return f"{type(exc).__name__}: {str(exc)[:300]}"
+    """The exception on one line (the CLI prints one line per error), at most 300 characters."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
 
 
 class Explainer(nn.Module):
@@ -228,6 +245,8 @@ class Explainer(nn.Module):
             )
         spec = get_spec(name)
         layers = tuple(loaded.layers) if loaded is not None else None
+        if loaded is not None:
+            check_fit(loaded, spec)
         body = build_backbone(spec, weights, pretrained_backbone, layers)
         if loaded is None:
             loaded = fresh_head(body)
@@ -271,6 +290,11 @@ class Explainer(nn.Module):
             )
         images = check_images(images)
         logits, maps = self.backbone.forward_features(images)
+        if logits.shape[1] != self.head.num_classes:
+            raise HeadError(
+                f"This head has {self.head.num_classes} classes but backbone '{self.spec.name}' "
+                f"has {logits.shape[1]}: the head does not fit this backbone."
+            )
         target, single = target_classes(classes, logits)
         class_maps = self.head(maps, target)
         saliency = normalize_maps(class_maps, (images.shape[-2], images.shape[-1]))

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}$")
 HF_SCHEME = "hf://"
 HEAD_FILES = ["config.json", "model.safetensors", "README.md"]
+MAX_HEAD_BYTES = 256 * 2**20
+"""Largest head file downloaded. The paper's heads take 5-40 MB; anything far larger is not a
+head, and refusing it before the download keeps a typed repo id from filling the disk."""
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 PAPER_BACKBONES = ("vgg16", "resnet50", "vit_b_16")
 AUTHORS_LICENCE = (
@@ -147,19 +150,37 @@ def hub_folder(
         pass
     endpoint = require_hub(f"Head repo '{repo_id}'", HeadError, GET_IT)
     try:
-        return Path(
-            snapshot_download(
-                repo_id,
-                revision=revision,
-                allow_patterns=HEAD_FILES,
-                cache_dir=cache,
-                endpoint=endpoint,
+        oversized = _oversized_head_files(repo_id, revision, endpoint)
+        if not oversized:
+            return Path(
+                snapshot_download(
+                    repo_id,
+                    revision=revision,
+                    allow_patterns=HEAD_FILES,
+                    cache_dir=cache,
+                    endpoint=endpoint,
+                )
             )
-        )
     except Exception as exc:
         raise HeadError(
             f"No T-TAME head could be fetched from '{repo_id}': {_reason(exc)}"
         ) from exc
+    raise HeadError(
+        f"Head repo '{repo_id}' holds {', '.join(oversized)}: more than the "
+        f"{MAX_HEAD_BYTES // 2**20} MiB a head file may take; it was not downloaded."
+    )
+
+
+def _oversized_head_files(repo_id: str, revision: str | None, endpoint: str) -> list[str]:
+    """The head files of a Hub repo larger than :data:`MAX_HEAD_BYTES`, as 'name (size)'."""
+    from huggingface_hub import HfApi
+
+    files = HfApi(endpoint=endpoint).list_repo_tree(repo_id, revision=revision)
+    return [
+        f"{item.path} ({item.size / 2**20:.0f} MiB)"
+        for item in files
+        if item.path in HEAD_FILES and (getattr(item, "size", 0) or 0) > MAX_HEAD_BYTES
+    ]
 
 
 def hub_file(

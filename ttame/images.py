@@ -67,7 +67,11 @@ def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image
         return _to_rgb(image)
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageError(
+            f"'{name}' has too many pixels to decode; the limit is {max_pixels:,} pixels. ({exc})"
+        ) from exc
+    except UnidentifiedImageError as exc:
         raise ImageError(f"'{name}' is not an image we can read: {exc}") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageError(f"'{name}' is corrupt or truncated: {exc}") from exc

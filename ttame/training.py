@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import hashlib
 import io
 import json
@@ -308,7 +309,8 @@ def _publish(tmp: str | Path, path: Path) -> None:
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write ``state`` atomically (temporary file, fsync, rename) with a SHA-256 of its bytes.
 
-    A crash mid-write leaves only a temporary file, never a half-written checkpoint.
+    A crash mid-write leaves only a temporary file, never a half-written checkpoint; the next
+    write removes such leftovers.
     """
     buffer = io.BytesIO()
     torch.save(state, buffer)
@@ -325,6 +327,8 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    for stale in path.parent.glob(f"{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -341,7 +345,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"Checkpoint '{path}' is damaged or incomplete (checksum mismatch); it was not "
             "loaded. Delete it to start over."
         )
-    return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    try:
+        return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TrainingError(
+            f"Checkpoint '{path}' holds more than tensors and plain data ({type(exc).__name__}); "
+            "it was not loaded: pickled objects are refused, as reading them could run code."
+        ) from exc
 
 
 def rng_state() -> dict[str, Any]:
@@ -472,8 +482,16 @@ def write_head(head: AttentionHead, folder: Path, fp16: bool) -> Path:
     """Write ``config.json`` + ``model.safetensors`` into ``folder`` (other files are kept).
 
     Both files are written to a temporary folder first and moved in, so a crash never leaves
-    a head with one new and one old file half-written.
+    a head with one new and one old file half-written. A head with NaN or infinite weights
+    (a last step that diverged) is refused: it would explain nothing.
     """
+    broken = [k for k, v in head.state_dict().items() if v.is_floating_point()
+              and not torch.isfinite(v).all()]
+    if broken:
+        raise TrainingError(
+            f"The trained head has NaN or infinite values in {', '.join(broken[:4])}; it was not "
+            "written. Lower --lr, or train without --amp."
+        )
     folder.mkdir(parents=True, exist_ok=True)
     copy = AttentionHead(**_head_config(head))
     copy.load_state_dict(head.state_dict())

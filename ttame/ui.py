@@ -9,10 +9,11 @@ server keeps serving.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ttame.app_state import ExplainerCache, Loaded, MethodFactory, backbone_choices
-from ttame.backbones import DEFAULT_BACKBONE
-from ttame.errors import HeadError, TTameError
-from ttame.explainer import REPO_ID, UntrainedHeadWarning
+from ttame.app_state import (
+    ExplainerCache,
+    Loaded,
+    MethodFactory,
+    backbone_choices,
+    load_explainer,
+    time_budget,
+)
+from ttame.backbones import DEFAULT_BACKBONE, list_backbones
+from ttame.errors import HeadError, TimeBudgetError, TTameError
+from ttame.explainer import REPO_ID, Explainer, UntrainedHeadWarning, load_head
 from ttame.images import Geometry, heatmap, load_image, map_to_original, overlay, preprocess
 from ttame.methods import METHODS, MethodOptions
 from ttame.metrics import perturbation
@@ -50,6 +58,14 @@ COLORMAPS = ("jet", "turbo", "inferno", "viridis", "magma", "gray")
 DISPLAY_SIDE = 1024
 """Longest side of the pictures sent back: big enough to see, small enough to send fast."""
 MAX_FILE_SIZE = "20mb"
+TIME_BUDGET = 60.0
+STATE_SESSIONS = 100
+"""Browser sessions whose last pictures are kept for restyling; the oldest are dropped."""
+STATE_SECONDS = 3600
+"""How long a session's last pictures are kept."""
+FILE_CLEANUP = (3600, 3600)
+"""Every hour, delete uploaded and generated files older than an hour."""
+"""Seconds a comparison or a measurement may take before it is stopped with a message."""
 CSS = """
 #prediction .untrained, .untrained { color: #b00020; font-weight: 700; }
 """
@@ -91,6 +107,10 @@ class AppConfig:
     """Passed to every method factory (``ttame.methods.MethodOptions``)."""
     examples_dir: Path = EXAMPLES_DIR
     cache_size: int = 3
+    time_budget: float | None = TIME_BUDGET
+    """Seconds a comparison or a measurement may run (None: no limit)."""
+    hub_backbones: list[str] = field(default_factory=list_backbones)
+    """Backbones a head typed in as a Hub repo id may use (their sizes are known)."""
 
 
 @dataclass
@@ -179,6 +199,23 @@ def user_error(exc: Exception | str) -> gr.Error:
     return gr.Error(re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(exc)), print_exception=False)
 
 
+def budgeted(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Run a slow action under the app's time budget; past it, a message instead of a result."""
+
+    def wrap(action: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(action)
+        def run(self: TTameApp, *args: Any, **kwargs: Any) -> Any:
+            try:
+                with time_budget(self.config.time_budget, what):
+                    return action(self, *args, **kwargs)
+            except TimeBudgetError as exc:
+                raise user_error(exc) from exc
+
+        return run
+
+    return wrap
+
+
 def example_photos(folder: Path) -> list[tuple[Path, str]]:
     """The bundled photos and their credits, read from the folder's ``SOURCES.md`` table."""
     credits = {}
@@ -220,9 +257,25 @@ class TTameApp:
 
     def __init__(self, config: AppConfig) -> None:
         self.config = config
-        self.cache = ExplainerCache(config.cache_size)
+        self.cache = ExplainerCache(config.cache_size, self.build_explainer)
         self.menu = backbone_choices(config.backbones, config.heads)
         self.offered = [name for _, name in self.menu]
+
+    def build_explainer(self, head: str | None, backbone: str | None) -> Explainer:
+        """The cache's loader; a head typed in from the Hub must be for one of ``hub_backbones``.
+
+        A head's config names its backbone, and any ``timm/<model>`` named there would be
+        downloaded and built; with the registered ones the memory and disk that the cache's
+        few explainers take stay bounded.
+        """
+        if head is not None and head not in self.config.heads.values():
+            name = load_head(head).backbone
+            if name not in self.config.hub_backbones:
+                raise HeadError(
+                    f"The head '{head}' is for backbone '{name}'; this app loads heads from the "
+                    f"Hub for {', '.join(self.config.hub_backbones)} only."
+                )
+        return load_explainer(head, backbone)
 
     # ---- inputs ---------------------------------------------------------------------------
     def read_image(self, payload: Any) -> Image.Image:
@@ -304,7 +357,10 @@ class TTameApp:
             start = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UntrainedHeadWarning)
-                result = maker.explain(x[None], target)
+                try:
+                    result = maker.explain(x[None], target)
+                except TTameError as exc:
+                    raise user_error(exc) from exc
             return result, time.perf_counter() - start
 
     def prepare(
@@ -388,6 +444,7 @@ class TTameApp:
             return ours, bare, gr.skip(), gr.skip()
         return ours, bare, ours, overlay(shown.image, other[0], float(alpha), colormap)
 
+    @budgeted("The comparison")
     def compare(
         self,
         image: Any,
@@ -425,6 +482,7 @@ class TTameApp:
             Shown(shown_image, heats),
         )
 
+    @budgeted("The AD/IC measurement")
     def adic(
         self,
         image: Any,
@@ -492,6 +550,7 @@ class TTameApp:
         progress(1.0, desc="Plotting")
         return gallery, adic_figure(report, name, method), summary, report
 
+    @budgeted("The ROAD measurement")
     def road(
         self,
         image: Any,
@@ -573,12 +632,14 @@ def build_app(
     method_options: Any = None,
     examples_dir: str | Path = EXAMPLES_DIR,
     cache_size: int = 3,
+    time_budget: float | None = TIME_BUDGET,
 ) -> gr.Blocks:
     """The whole app as Gradio Blocks (not launched); see :func:`serve` to run it.
 
     ``backbones`` lists the offered backbones, the first being the default; ``heads`` maps a
     backbone to a head folder (otherwise the bundled one); ``methods`` replaces the registry's
-    baselines (and ``method_options`` their options).
+    baselines (and ``method_options`` their options); ``time_budget`` bounds the seconds of a
+    comparison or a measurement.
     """
     if methods is None:
         methods, method_options = default_methods()
@@ -589,6 +650,7 @@ def build_app(
         method_options=method_options,
         examples_dir=Path(examples_dir),
         cache_size=cache_size,
+        time_budget=time_budget,
     )
     app = TTameApp(config)
     photos = example_photos(config.examples_dir)
@@ -596,8 +658,10 @@ def build_app(
     default_classes = app.class_choices(app.model(default, None))
     baselines = [(label(name), name) for name in config.methods]
 
-    with gr.Blocks(title="T-TAME: where did the classifier look?") as demo:
-        shown = gr.State(None)
+    with gr.Blocks(
+        title="T-TAME: where did the classifier look?", delete_cache=FILE_CLEANUP
+    ) as demo:
+        shown = gr.State(None, time_to_live=STATE_SECONDS)
         gr.Markdown(
             "# T-TAME: where did the classifier look?\nUpload a photo (or pick an example), "
             "choose a backbone and a class, and see the explanation on your photo."
@@ -793,16 +857,18 @@ def build_app(
 def serve(
     demo: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bool = True, **kwargs: Any
 ) -> gr.Blocks:
-    """Queue and launch with the app's limits: file size, concurrency, queue length.
+    """Queue and launch with the app's limits: file size, concurrency, queue length, sessions.
 
     Heavy measurements share one slot (see ``concurrency_id``); explanations take two, one per
-    core, and a full queue turns new requests away instead of piling up memory.
+    core, and a full queue turns new requests away instead of piling up memory, as does the
+    cap on sessions whose pictures are kept.
     """
     demo.queue(default_concurrency_limit=2, max_size=32)
     demo.launch(
         server_name=host,
         server_port=port,
         max_file_size=MAX_FILE_SIZE,
+        state_session_capacity=STATE_SESSIONS,
         css=CSS,
         prevent_thread_lock=not block,
         show_error=False,
