@@ -136,31 +136,20 @@ def hub_folder(
     from huggingface_hub import snapshot_download
 
     cache = hub_cache(cache_dir)
+    def snapshot(**where: Any) -> Path:
+        return Path(snapshot_download(
+            repo_id, revision=revision, allow_patterns=HEAD_FILES, cache_dir=cache, **where
+        ))
+
     try:
-        return Path(
-            snapshot_download(
-                repo_id,
-                revision=revision,
-                allow_patterns=HEAD_FILES,
-                cache_dir=cache,
-                local_files_only=True,
-            )
-        )
+        return snapshot(local_files_only=True)
     except Exception:  # noqa: BLE001 - not cached: try the network below
         pass
     endpoint = require_hub(f"Head repo '{repo_id}'", HeadError, GET_IT)
     try:
         oversized = _oversized_head_files(repo_id, revision, endpoint)
         if not oversized:
-            return Path(
-                snapshot_download(
-                    repo_id,
-                    revision=revision,
-                    allow_patterns=HEAD_FILES,
-                    cache_dir=cache,
-                    endpoint=endpoint,
-                )
-            )
+            return snapshot(endpoint=endpoint)
     except Exception as exc:
         raise HeadError(
             f"No T-TAME head could be fetched from '{repo_id}': {_reason(exc)}"

@@ -135,6 +135,11 @@ def default_methods() -> tuple[dict[str, MethodFactory], Any]:
     return {k: v for k, v in METHODS.items() if k != TTAME}, MethodOptions(rise_masks=1000)
 
 
+def output_picture(title: str, elem_id: str) -> gr.Image:
+    """An output picture: sent as JPEG (a fraction of PNG's bytes for photos), not editable."""
+    return gr.Image(label=title, type="pil", format="jpeg", interactive=False, elem_id=elem_id)
+
+
 def picture(image: torch.Tensor) -> Image.Image:
     """A raw ``3 x H x W`` tensor (imputation may overshoot [0, 1]) as an RGB picture."""
     array = image.detach().float().clamp(0, 1).mul(255).round().byte().permute(1, 2, 0)
@@ -709,20 +714,8 @@ def build_app(
             with gr.Column(scale=2):
                 prediction = gr.Markdown(label="Prediction", elem_id="prediction")
                 with gr.Row():
-                    shown_overlay = gr.Image(
-                        label="Explanation on your photo",
-                        type="pil",
-                        format="jpeg",
-                        interactive=False,
-                        elem_id="overlay",
-                    )
-                    bare = gr.Image(
-                        label="The map alone",
-                        type="pil",
-                        format="jpeg",
-                        interactive=False,
-                        elem_id="heatmap",
-                    )
+                    shown_overlay = output_picture("Explanation on your photo", "overlay")
+                    bare = output_picture("The map alone", "heatmap")
                 with gr.Row():
                     alpha = gr.Slider(0, 1, 0.5, step=0.05, label="Opacity", elem_id="alpha")
                     colormap = gr.Dropdown(
@@ -741,20 +734,8 @@ def build_app(
             )
             compare = gr.Button("Compare", elem_id="compare", interactive=bool(baselines))
         with gr.Row():
-            ours = gr.Image(
-                label="T-TAME",
-                type="pil",
-                format="jpeg",
-                interactive=False,
-                elem_id="compare-ttame",
-            )
-            theirs = gr.Image(
-                label="Baseline",
-                type="pil",
-                format="jpeg",
-                interactive=False,
-                elem_id="compare-baseline",
-            )
+            ours = output_picture("T-TAME", "compare-ttame")
+            theirs = output_picture("Baseline", "compare-baseline")
         timings = gr.Markdown(label="Timings", elem_id="timings")
         gr.Markdown(
             "## Measure the map on this photo\nHow much does the backbone need the pixels the "
