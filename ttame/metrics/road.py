@@ -54,11 +54,13 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 import torch.nn.functional as F
 
-_COARSEST = 8  # coarsen until both sides are at most this, then solve densely
+_COARSEST = 16  # coarsen until both sides are at most this, then solve densely
+_MATMUL_SIDE = 64  # grids this small apply their stencil as two small matrix products
 
 
 def _pair_sum(x: torch.Tensor, dim: int, out: torch.Tensor) -> torch.Tensor:
@@ -82,8 +84,33 @@ def _stencil(x: torch.Tensor, t: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return _pair_sum(t, -2, u).add_(t, alpha=2.0)
 
 
+def _tridiagonal(n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The n x n matrix of [1, 2, 1] with zero padding: `_stencil` is T_h @ x @ T_w."""
+    ones = torch.ones(n - 1, dtype=dtype, device=device)
+    return torch.diag(ones, 1) + torch.diag(ones, -1) + 2 * torch.eye(n, dtype=dtype,
+                                                                      device=device)
+
+
+def _linear_upsampling(coarse: int, fine: int, dtype: torch.dtype,
+                       device: torch.device) -> torch.Tensor:
+    """The fine x coarse matrix of cell-centred linear upsampling by 2 (weights 3/4, 1/4),
+    replicating at the border, cropped to fine rows: `_prolong_axis` as a matrix."""
+    rows = torch.arange(fine, device=device)
+    near = rows // 2
+    far = (near + torch.where(rows % 2 == 1, 1, -1)).clamp(0, coarse - 1)
+    p = torch.zeros(fine, coarse, dtype=dtype, device=device)
+    p[rows, near] += 0.75
+    p[rows, far] += 0.25
+    return p
+
+
 class _Grid:
-    """The masked 8-neighbour operator on one grid of the multigrid hierarchy, plus buffers."""
+    """The masked 8-neighbour operator on one grid of the multigrid hierarchy, plus buffers.
+
+    Small grids, where the cost of a torch call outweighs its work, use small dense matrices:
+    their stencil is T_h @ x @ T_w, and the transfers to and from their coarser grid are products
+    with the 1-D linear upsampling matrices.
+    """
 
     def __init__(self, unknown: torch.Tensor, inside: torch.Tensor, dtype: torch.dtype) -> None:
         # unknown, inside: B x 1 x h x w bool; unknown implies inside.
@@ -91,32 +118,71 @@ class _Grid:
         self.unknown = unknown
         self.inside = inside
         self.dtype = dtype
+        device = unknown.device
         m = unknown.to(dtype)
         ins = inside.to(dtype)
+        self.tri: tuple[torch.Tensor, torch.Tensor] | None = None
+        if max(self.shape) <= _MATMUL_SIDE:
+            self.tri = tuple(_tridiagonal(n, dtype, device) for n in self.shape)
+        self._buffers: dict[tuple, torch.Tensor] = {}
         # Weight of the neighbours inside the image (the reference's `sum_neighbors`).
-        weight = _stencil(ins, torch.empty_like(ins), torch.empty_like(ins)) / 12 - ins / 3
+        weight = self.neighbours(ins).clone() / 12 - ins / 3
         self.m = m
         self.m12 = m / 12
         self.c = m * (weight + 1 / 3)
         self.dinv = torch.where(unknown, 1 / weight.clamp_min(1e-6), 0.0).to(dtype)
         self.coarse: _Grid | None = None
-        self.chol: torch.Tensor | None = None
-        self._buffers: dict[tuple[str, int], torch.Tensor] = {}
+        self.up: tuple[torch.Tensor, torch.Tensor] | None = None  # to this grid from coarse
+        self.inverse: torch.Tensor | None = None
 
     def buffer(self, name: str, channels: int) -> torch.Tensor:
         """A reusable B x channels x h x w work array (allocation is costly on the CPU)."""
-        key = (name, channels)
+        return self.scratch(name, (self.unknown.shape[0], channels, *self.shape))
+
+    def scratch(self, name: str, size: tuple[int, ...]) -> torch.Tensor:
+        """A reusable work array of any size."""
+        key = (name, size)
         if key not in self._buffers:
-            size = (self.m.shape[0], channels, *self.shape)
-            self._buffers[key] = torch.empty(size, dtype=self.dtype, device=self.m.device)
+            self._buffers[key] = torch.empty(size, dtype=self.dtype, device=self.unknown.device)
         return self._buffers[key]
+
+    def neighbours(self, x: torch.Tensor) -> torch.Tensor:
+        """The stencil sum of x (see `_stencil`), in a buffer."""
+        if self.tri is not None:
+            return torch.matmul(torch.matmul(self.tri[0], x), self.tri[1])
+        c = x.shape[1]
+        return _stencil(x, self.buffer("t", c), self.buffer("u", c))
 
     def apply(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Write A x into out, for x zero outside the unknown pixels (out is zero there too)."""
-        c = x.shape[1]
-        u = _stencil(x, self.buffer("t", c), self.buffer("u", c))
+        u = self.neighbours(x)
         torch.mul(self.c, x, out=out)
         return out.addcmul_(self.m12, u, value=-1.0)
+
+    def residual(self, b: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """Write b - A x into out (x zero outside the unknown pixels)."""
+        u = self.neighbours(x)
+        torch.addcmul(b, self.c, x, value=-1.0, out=out)
+        return out.addcmul_(self.m12, u)
+
+    def restrict(self, x: torch.Tensor) -> torch.Tensor:
+        """x on this grid to the coarse grid: the exact adjoint of `prolong`, masked there."""
+        assert self.coarse is not None
+        if self.up is None:
+            y = _restrict(x)
+        else:
+            y = torch.matmul(torch.matmul(self.up[0].T, x), self.up[1])
+        return y.mul_(self.coarse.m)
+
+    def prolong(self, x: torch.Tensor) -> torch.Tensor:
+        """Cell-centred bilinear upsampling by 2 from the coarse grid (unmasked)."""
+        if self.up is None:
+            return _prolong(x, self)
+        return torch.matmul(torch.matmul(self.up[0], x), self.up[1].T)
+
+    def solve_dense(self, r: torch.Tensor) -> torch.Tensor:
+        """A^-1 r on the coarsest grid, by its explicit inverse (identity on known cells)."""
+        return torch.matmul(r.flatten(-2), self.inverse).view(r.shape).mul_(self.m)
 
 
 def _restrict_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -133,35 +199,38 @@ def _restrict_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
     return y
 
 
-def _restrict(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Exact adjoint of `_prolong` (zero-pad to even size, [1,3,3,1]/4 per axis), masked."""
+def _restrict(x: torch.Tensor) -> torch.Tensor:
+    """Exact adjoint of `_prolong` (zero-pad to even size, [1,3,3,1]/4 per axis)."""
     h, w = x.shape[-2:]
     if h % 2 or w % 2:
         x = F.pad(x, (0, w % 2, 0, h % 2))
-    y = _restrict_axis(_restrict_axis(x, -2), -1)
-    return y.mul_(mask).mul_(0.5625)
+    return _restrict_axis(_restrict_axis(x, -2), -1).mul_(0.5625)
 
 
-def _prolong_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Linear upsampling by 2 along dim, cell-centred (weights 3/4, 1/4), border replicated."""
-    size = list(x.shape)
-    size[dim] *= 2
-    y = x.new_empty(size)
-    pairs = y.unflatten(dim, (-1, 2))
+def _prolong_axis(x: torch.Tensor, dim: int, out: torch.Tensor) -> torch.Tensor:
+    """Linear upsampling by 2 along dim into out, cell-centred (weights 3/4, 1/4), border
+    replicated: even[i] = x[i] - (x[i] - x[i-1]) / 4, odd[i] = x[i] + (x[i+1] - x[i]) / 4."""
     n = x.shape[dim]
-    for k, (src, dst) in enumerate(((0, 1), (1, 0))):
-        out = pairs.select(dim, k)
-        torch.mul(x, 0.75, out=out)
-        out.narrow(dim, dst, n - 1).add_(x.narrow(dim, src, n - 1), alpha=0.25)
-        edge = 0 if k == 0 else n - 1
-        out.narrow(dim, edge, 1).add_(x.narrow(dim, edge, 1), alpha=0.25)
-    return y
+    pairs = out.unflatten(dim, (n, 2))
+    even = pairs.select(dim, 0)
+    odd = pairs.select(dim, 1)
+    if n == 1:
+        even.copy_(x)
+        return odd.copy_(x)
+    d = x.narrow(dim, 1, n - 1) - x.narrow(dim, 0, n - 1)
+    torch.add(x.narrow(dim, 1, n - 1), d, alpha=-0.25, out=even.narrow(dim, 1, n - 1))
+    even.narrow(dim, 0, 1).copy_(x.narrow(dim, 0, 1))
+    torch.add(x.narrow(dim, 0, n - 1), d, alpha=0.25, out=odd.narrow(dim, 0, n - 1))
+    odd.narrow(dim, n - 1, 1).copy_(x.narrow(dim, n - 1, 1))
+    return out
 
 
-def _prolong(x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """Cell-centred bilinear upsampling by 2 (replicating at the border), cropped to shape."""
-    y = _prolong_axis(_prolong_axis(x, -1), -2)
-    return y[..., : shape[0], : shape[1]]
+def _prolong(x: torch.Tensor, fine: _Grid) -> torch.Tensor:
+    """Cell-centred bilinear upsampling by 2 (replicating at the border), cropped to fine."""
+    b, c, h, w = x.shape
+    wide = _prolong_axis(x, -1, fine.scratch("wide", (b, c, h, 2 * w)))
+    full = _prolong_axis(wide, -2, fine.scratch("full", (b, c, 2 * h, 2 * w)))
+    return full[..., : fine.shape[0], : fine.shape[1]]
 
 
 def _build(unknown: torch.Tensor, dtype: torch.dtype) -> _Grid:
@@ -173,13 +242,16 @@ def _build(unknown: torch.Tensor, dtype: torch.dtype) -> _Grid:
         ins = F.avg_pool2d(F.pad(grid.inside.to(dtype), pad), 2)
         unk = F.avg_pool2d(F.pad(grid.unknown.to(dtype), pad), 2)
         grid.coarse = _Grid((unk == ins) & (ins > 0), ins > 0, dtype)
+        if grid.tri is not None or max(grid.shape) <= 2 * _MATMUL_SIDE:
+            grid.up = tuple(_linear_upsampling(nc, n, dtype, unknown.device)
+                            for nc, n in zip(grid.coarse.shape, grid.shape, strict=True))
         grid = grid.coarse
-    _factor_dense(grid)
+    _invert_dense(grid)
     return top
 
 
-def _factor_dense(grid: _Grid) -> None:
-    """Cholesky factors of the coarsest operator (identity rows on the known cells)."""
+def _invert_dense(grid: _Grid) -> None:
+    """The inverse of the coarsest operator (identity rows on the known cells), transposed."""
     b = grid.m.shape[0]
     h, w = grid.shape
     n = h * w
@@ -187,25 +259,20 @@ def _factor_dense(grid: _Grid) -> None:
     basis = eye * grid.m
     cols = grid.apply(basis, torch.empty_like(basis)).reshape(b, n, n)
     dense = cols.transpose(1, 2) + torch.diag_embed(1 - grid.m.reshape(b, n))
-    grid.chol = torch.linalg.cholesky(dense.double()).to(grid.dtype)
+    inverse = torch.cholesky_inverse(torch.linalg.cholesky(dense.double()))
+    grid.inverse = inverse.transpose(1, 2).to(grid.dtype)[:, None]
 
 
 def _vcycle(grid: _Grid, r: torch.Tensor) -> torch.Tensor:
     """Symmetric V(1,1) cycle with Jacobi smoothing (r is zero outside the unknown pixels)."""
     if grid.coarse is None:
-        b, c = r.shape[:2]
-        rhs = r.reshape(b, c, -1).transpose(1, 2)
-        z = torch.cholesky_solve(rhs, grid.chol).transpose(1, 2).reshape(r.shape)
-        return z.mul_(grid.m)
+        return grid.solve_dense(r)
     c = r.shape[1]
     z = torch.mul(grid.dinv, r, out=grid.buffer("z", c))
-    res = grid.apply(z, grid.buffer("res", c))
-    torch.sub(r, res, out=res)
-    e = _vcycle(grid.coarse, _restrict(res, grid.coarse.m))
-    pe = _prolong(e, grid.shape)
-    pe = torch.mul(pe, grid.m, out=grid.buffer("pe", c))
-    z.add_(pe)
-    res.sub_(grid.apply(pe, grid.buffer("ape", c)))
+    res = grid.residual(r, z, grid.buffer("res", c))
+    e = _vcycle(grid.coarse, grid.restrict(res))
+    z.addcmul_(grid.prolong(e), grid.m)
+    grid.residual(r, z, res)
     return z.addcmul_(grid.dinv, res)
 
 
@@ -215,10 +282,10 @@ def _precondition(top: _Grid, r: torch.Tensor, out: torch.Tensor) -> torch.Tenso
     The fine grid dominates the cost; the additive form spends no stencil there.
     """
     if top.coarse is None:
-        return out.copy_(_vcycle(top, r))
+        return out.copy_(top.solve_dense(r))
     torch.mul(top.dinv, r, out=out)
-    e = _vcycle(top.coarse, _restrict(r, top.coarse.m))
-    return out.addcmul_(_prolong(e, top.shape), top.m)
+    e = _vcycle(top.coarse, top.restrict(r))
+    return out.addcmul_(top.prolong(e), top.m)
 
 
 def _amax(x: torch.Tensor) -> torch.Tensor:
@@ -231,110 +298,123 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.linalg.vecdot(a.flatten(-2), b.flatten(-2))[..., None, None]
 
 
-def _cg(top: _Grid, fine64: _Grid, b: torch.Tensor, x: torch.Tensor, target: torch.Tensor,
-        max_iter: int) -> int:
-    """Solve A x = b in place until max |b - A x| <= target for every system; iterations used.
+_REFRESH = 1e-3  # recompute the float64 residual when the float32 one shrank by this much
 
-    Multigrid-preconditioned conjugate gradients in float32, in the flexible (Polak-Ribiere)
-    form that tolerates the rounding of a float32 preconditioner; x and the residuals that
-    decide convergence are float64. The float32 residual is replaced by the true one whenever it has
-    shrunk by 1e-4 since the last replacement (or after 12 steps), which keeps CG converging
-    past float32 precision; the float32 steps are summed in dx and moved into x at each
-    replacement.
+
+def _cg(top: _Grid, fine64: _Grid, b: torch.Tensor, x: torch.Tensor,
+        targets: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], max_iter: int,
+        ) -> torch.Tensor:
+    """Solve A x = b in place until max |b - A x| <= targets(x, b - A x) for every system.
+
+    Returns the last float64 residual b - A x. Multigrid-preconditioned conjugate gradients in
+    float32, in the flexible (Polak-Ribiere) form that tolerates the rounding of a float32
+    preconditioner; x and the residuals that decide convergence are float64. The float32 steps
+    are summed in dx. When the float32 residual says the target is met, or has shrunk by
+    `_REFRESH` since the float64 one was last computed, dx moves into x and the float32 residual
+    is replaced by the true one (which keeps CG converging past float32 precision) and the
+    targets are updated.
     """
     c = b.shape[1]
-    r64 = torch.sub(b, fine64.apply(x, fine64.buffer("ax", c)), out=fine64.buffer("r", c))
+    r64 = fine64.residual(b, x, fine64.buffer("r", c))
     synced = _amax(r64)
+    target = targets(x, r64)
     if (synced <= target).all():
-        return 0
-    r = r64.float()
+        return r64
+    r = r64.to(top.dtype)
     z = _precondition(top, r, top.buffer("z0", c))
     previous = top.buffer("z1", c)
     p = z.clone()
     rz = _dot(r, z)
     ap = top.buffer("ap", c)
     dx = torch.zeros_like(r)
-    last = 0
-    for it in range(1, max_iter + 1):
+    for _ in range(max_iter):
         top.apply(p, ap)
-        pap = _dot(p, ap)
-        alpha = torch.where(pap > 0, rz / pap, 0.0)
+        alpha = rz / _dot(p, ap).clamp_min(torch.finfo(top.dtype).tiny)
         dx.addcmul_(alpha, p)
         r.addcmul_(alpha, ap, value=-1.0)
         rinf = _amax(r)
-        shrunk = ((rinf <= target) | (rinf <= 1e-4 * synced)).all()
-        if shrunk or it - last == 12 or it == max_iter:
-            last = it
-            x.add_(dx)
+        if ((rinf <= target) | (rinf <= _REFRESH * synced)).all():
+            x.add_(dx.to(x.dtype))
             dx.zero_()
-            torch.sub(b, fine64.apply(x, fine64.buffer("ax", c)), out=r64)
+            fine64.residual(b, x, r64)
             synced = _amax(r64)
+            target = targets(x, r64)
             if (synced <= target).all():
-                return it
+                return r64
             r.copy_(r64)
         z, previous = _precondition(top, r, previous), z
         rz_new = _dot(r, z)
-        beta = torch.where(rz > 0, (rz_new - _dot(r, previous)) / rz, 0.0)
+        beta = (rz_new - _dot(r, previous)) / rz.clamp_min(torch.finfo(top.dtype).tiny)
         torch.addcmul(z, beta, p, out=p)
         rz = rz_new
-    return max_iter
+    x.add_(dx.to(x.dtype))
+    return fine64.residual(b, x, r64)
 
 
-def _subsets(unknown: torch.Tensor) -> torch.Tensor:
-    """B x B bool: [i, j] when the unknown pixels of system i are a subset of those of j."""
-    flat = unknown.flatten(1).float()
-    overlap = flat @ flat.T
-    return overlap == flat.sum(1, keepdim=True)
+def _inverse_norm_bound(z: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """Upper bounds of ||A^-1||_inf (B x 1 x 1 x 1) from z and r = 1 - A z (B x 1 x h x w).
 
-
-def _inverse_norm_bounds(unknown: torch.Tensor, max_iter: int) -> torch.Tensor:
-    """Upper bounds of ||A^-1||_inf, one per system (B x 1 x 1 x 1).
-
-    A is an M-matrix, so A^-1 >= 0 and ||A^-1||_inf = max(A^-1 1). Any z with A z >= mu > 0
-    (checked in float64) gives A^-1 1 <= z / mu. The bound is monotone in the unknown set: if
-    U_i is a subset of U_j, (A_j^-1 1) restricted to U_i bounds A_i^-1 1. So z is solved only
-    for the systems that no other system contains (the largest fraction of each ROAD curve).
+    A is an M-matrix, so A^-1 >= 0 and ||A^-1||_inf = max(A^-1 1). If A z >= mu > 0, then
+    A^-1 1 <= z / mu (A^-1 (A z / mu - 1) >= 0), so max(z) / mu bounds the norm; mu is
+    1 - max(r), with r computed in float64. Infinite while z is too rough to certify anything.
     """
-    sub = _subsets(unknown)
-    order = torch.arange(len(unknown), device=unknown.device)
-    # j covers i when U_i is a subset of U_j; among equal sets the lowest index covers.
-    strict = sub & ~(sub.T & (order[None, :] > order[:, None]))
-    strict.fill_diagonal_(False)
-    roots = (~strict.any(1)).nonzero().flatten()
-    top = _build(unknown[roots], torch.float32)
-    fine64 = _Grid(unknown[roots], top.inside, torch.float64)
-    ones = fine64.m.clone()
-    z = torch.zeros_like(ones)
-    _cg(top, fine64, ones, z, torch.full_like(ones[:, :, :1, :1], 0.5), max_iter)
-    az = fine64.apply(z, torch.empty_like(z))
-    mu = torch.where(fine64.unknown, az, torch.inf).amin((-2, -1)).flatten()
-    flat = unknown.flatten(1)
-    bounds = torch.full((len(unknown),), torch.inf, dtype=torch.float64, device=unknown.device)
-    for k, j in enumerate(roots.tolist()):
-        if mu[k] > 0:  # otherwise z certifies nothing and the systems it covers stay unbounded
-            peak = torch.where(flat, z[k].flatten() / mu[k], 0.0).amax(1)
-            bounds = torch.where(sub[:, j], torch.minimum(bounds, peak), bounds)
-    return bounds.reshape(-1, 1, 1, 1)
+    mu = 1 - r.amax((-2, -1), keepdim=True)
+    return torch.where(mu > 0, z.amax((-2, -1), keepdim=True) / mu, torch.inf)
 
 
-def _harmonic_fill(values: torch.Tensor, unknown: torch.Tensor, tol: float, max_iter: int,
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def _solve(values: torch.Tensor, unknown: torch.Tensor, tol: float, max_iter: int,
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fill the unknown pixels (B x 1 x H x W) of values (B x C x H x W, float64).
 
-    Every image must have a known pixel. Returns the filled values and the certified bound of
-    the max abs error of each system (B x C x 1 x 1): ||A^-1||_inf * max|b - A x|.
+    Every image must have a known pixel. Returns the filled values, the certified bound of the
+    max abs error of each system (B x C x 1 x 1): ||A^-1||_inf * max|b - A x|, and the bound of
+    ||A^-1||_inf (B x 1 x 1 x 1). The channels are solved together with an extra one, A z = 1,
+    whose z bounds ||A^-1||_inf (see `_inverse_norm_bound`), so the target residual of the
+    channels, tol / ||A^-1||_inf, is known as soon as z is good enough.
     """
     top = _build(unknown, torch.float32)
     fine64 = _Grid(unknown, top.inside, torch.float64)
     known = values * ~unknown
     b = _stencil(known, torch.empty_like(known), torch.empty_like(known)).mul_(fine64.m12)
-    bounds = _inverse_norm_bounds(unknown, max_iter)
     # Start from the mean of the known pixels: it removes the constant part of the error.
     count = (~unknown).sum((-2, -1), keepdim=True)
     x = known.sum((-2, -1), keepdim=True) / count * fine64.m
-    _cg(top, fine64, b, x, tol / bounds, max_iter)
-    r = b - fine64.apply(x, torch.empty_like(x))
-    return values * ~unknown + x, _amax(r) * bounds
+    b = torch.cat([b, fine64.m], 1)
+    x = torch.cat([x, torch.zeros_like(fine64.m)], 1)
+
+    def targets(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        norm = _inverse_norm_bound(x[:, -1:], r[:, -1:])
+        return torch.cat([(tol / norm).expand_as(x[:, :-1, :1, :1]),
+                          torch.full_like(norm, torch.inf)], 1)
+
+    r = _cg(top, fine64, b, x, targets, max_iter)
+    norm = _inverse_norm_bound(x[:, -1:], r[:, -1:])
+    return known + x[:, :-1], _amax(r[:, :-1]) * norm, norm
+
+
+def _harmonic_fill(values: torch.Tensor, unknown: torch.Tensor, tol: float, max_iter: int,
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`_solve` on the whole batch on a GPU; image by image on the CPU, over torch's threads.
+
+    On the CPU one image's work arrays stay in the cache, each image stops at its own iteration
+    count, and one worker thread per torch thread, each running single-threaded torch ops, keeps
+    both cores busy without the barrier that every multi-threaded op waits at (costly on a
+    loaded machine).
+    """
+    if values.device.type != "cpu" or len(values) == 1:
+        return _solve(values, unknown, tol, max_iter)[:2]
+    workers = min(torch.get_num_threads(), len(values))
+
+    def one(i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return _solve(values[i:i + 1], unknown[i:i + 1], tol, max_iter)[:2]
+
+    if workers == 1:
+        parts = [one(i) for i in range(len(values))]
+    else:
+        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+            parts = list(pool.map(one, range(len(values))))
+    filled, bounds = zip(*parts, strict=True)
+    return torch.cat(filled), torch.cat(bounds)
 
 
 def noisy_linear_impute(
