@@ -385,25 +385,37 @@ def _inverse_norm_bound(z: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return torch.where(mu > 0, z.amax((-2, -1), keepdim=True) / mu, torch.inf)
 
 
-def _solve(values: torch.Tensor, unknown: torch.Tensor, tol: float, max_iter: int,
-           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _solve(values: torch.Tensor, unknown: torch.Tensor, system: torch.Tensor, tol: float,
+           max_iter: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fill the unknown pixels (B x 1 x H x W) of values (B x C x H x W, float64).
 
-    Every image must have a known pixel. Returns the filled values, the certified bound of the
-    max abs error of each system (B x C x 1 x 1): ||A^-1||_inf * max|b - A x|, and the bound of
-    ||A^-1||_inf (B x 1 x 1 x 1). The channels are solved together with an extra one, A z = 1,
-    whose z bounds ||A^-1||_inf (see `_inverse_norm_bound`), so the target residual of the
-    channels, tol / ||A^-1||_inf, is known as soon as z is good enough.
+    Images with the same ``system`` index (B, values 0 ... S - 1) are solved as one system on
+    the union of their unknown pixels, which must be nowhere 8-adjacent (see `_pairs`): no
+    stencil couples them, so the union's solution is each one's, from its own data. Every image
+    must have a known pixel.
+
+    Returns the filled values, the certified bound of the max abs error of each image and
+    channel (B x C x 1 x 1): ||A^-1||_inf * max|b - A x|, and the bound of ||A^-1||_inf of each
+    system (S x 1 x 1 x 1). The channels are solved together with an extra one, A z = 1, whose
+    z bounds ||A^-1||_inf (see `_inverse_norm_bound`), so the residual that certifies tol,
+    tol / ||A^-1||_inf, is known as soon as z is good enough.
     """
-    top = _build(unknown, torch.float32)
-    fine64 = _Grid(unknown, top.inside, torch.float64)
+    systems = int(system.max()) + 1
+    m = unknown.to(values.dtype)
     known = values * ~unknown
-    b = _stencil(known, torch.empty_like(known), torch.empty_like(known)).mul_(fine64.m12)
+    b = _stencil(known, torch.empty_like(known), torch.empty_like(known)).mul_(m / 12)
     # Start from the mean of the known pixels: it removes the constant part of the error.
     count = (~unknown).sum((-2, -1), keepdim=True)
-    x = known.sum((-2, -1), keepdim=True) / count * fine64.m
-    b = torch.cat([b, fine64.m], 1)
-    x = torch.cat([x, torch.zeros_like(fine64.m)], 1)
+    x = known.sum((-2, -1), keepdim=True) / count * m
+
+    def merge(t: torch.Tensor) -> torch.Tensor:
+        return t.new_zeros(systems, *t.shape[1:]).index_add_(0, system, t)
+
+    union = merge(m) > 0
+    top = _build(union, torch.float32)
+    fine64 = _Grid(union, top.inside, torch.float64)
+    b = torch.cat([merge(b), fine64.m], 1)
+    x = torch.cat([merge(x), torch.zeros_like(fine64.m)], 1)
 
     def targets(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         norm = _inverse_norm_bound(x[:, -1:], r[:, -1:])
@@ -412,32 +424,62 @@ def _solve(values: torch.Tensor, unknown: torch.Tensor, tol: float, max_iter: in
 
     r = _cg(top, fine64, b, x, targets, max_iter)
     norm = _inverse_norm_bound(x[:, -1:], r[:, -1:])
-    return known + x[:, :-1], _amax(r[:, :-1]) * norm, norm
+    filled = known + x[system, :-1] * m
+    return filled, _amax(r[system, :-1] * m) * norm[system], norm
+
+
+def _pairs(unknown: torch.Tensor) -> list[list[int]]:
+    """Groups of one or two images (B x 1 x H x W unknown) to solve as one system each.
+
+    Two images pair when their unknown pixels are nowhere 8-adjacent, so no stencil couples
+    them, and one solve on the union costs about what one costs. Of a ROAD set (MoRF and LeRF
+    at 10 ... 90 %), MoRF at f pairs with LeRF at g when f + g leaves a band of kept pixels
+    between them: the 14 imputations take 8 solves. Largest first, each with the largest one it
+    may pair with.
+    """
+    flat = unknown.flatten(1).float()
+    near = F.max_pool2d(unknown.float(), 3, 1, 1).flatten(1)
+    touching = ((near @ flat.T) > 0).tolist()
+    order = flat.sum(1).argsort(descending=True).tolist()
+    free = set(order)
+    groups = []
+    for i in order:
+        if i in free:
+            free.discard(i)
+            partner = next((j for j in order if j in free and not touching[i][j]), None)
+            groups.append([i] if partner is None else [i, partner])
+            free.discard(partner)
+    return groups
 
 
 def _harmonic_fill(values: torch.Tensor, unknown: torch.Tensor, tol: float, max_iter: int,
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`_solve` on the whole batch on a GPU; image by image on the CPU, over torch's threads.
+    """`_solve` over the pairs of `_pairs`: all at once on a GPU, one by one on the CPU.
 
-    On the CPU one image's work arrays stay in the cache, each image stops at its own iteration
-    count, and one worker thread per torch thread, each running single-threaded torch ops, keeps
-    both cores busy without the barrier that every multi-threaded op waits at (costly on a
-    loaded machine).
+    On the CPU each system stops at its own iteration count, and one worker thread per torch
+    thread, each running single-threaded torch ops, keeps the cores busy without the barrier
+    that every multi-threaded op waits at (costly on a loaded machine).
     """
-    if values.device.type != "cpu" or len(values) == 1:
-        return _solve(values, unknown, tol, max_iter)[:2]
-    workers = min(torch.get_num_threads(), len(values))
+    groups = _pairs(unknown)
+    if values.device.type != "cpu" or len(groups) == 1:
+        system = torch.empty(len(values), dtype=torch.long)
+        for k, group in enumerate(groups):
+            system[group] = k
+        return _solve(values, unknown, system.to(values.device), tol, max_iter)[:2]
 
-    def one(i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return _solve(values[i:i + 1], unknown[i:i + 1], tol, max_iter)[:2]
+    def one(group: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        zeros = torch.zeros(len(group), dtype=torch.long)
+        return _solve(values[group], unknown[group], zeros, tol, max_iter)[:2]
 
+    workers = min(torch.get_num_threads(), len(groups))
     if workers == 1:
-        parts = [one(i) for i in range(len(values))]
+        parts = [one(group) for group in groups]
     else:
         with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            parts = list(pool.map(one, range(len(values))))
-    filled, bounds = zip(*parts, strict=True)
-    return torch.cat(filled), torch.cat(bounds)
+            parts = list(pool.map(one, groups))
+    index = torch.tensor([i for group in groups for i in group])
+    filled, bounds = (torch.cat(t)[index.argsort()] for t in zip(*parts, strict=True))
+    return filled, bounds
 
 
 def noisy_linear_impute(
