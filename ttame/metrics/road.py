@@ -240,6 +240,11 @@ def _prolong(x: torch.Tensor, fine: _Grid) -> torch.Tensor:
     return full[..., : fine.shape[0], : fine.shape[1]]
 
 
+def _any2x2(x: torch.Tensor) -> torch.Tensor:
+    """Whether any of the 2 x 2 children of each coarse cell is set (even-sized bool input)."""
+    return x.unflatten(-1, (-1, 2)).any(-1).unflatten(-2, (-1, 2)).any(-2)
+
+
 _ROW_SUM_SHARE = 0.7  # of the Galerkin row-sum deficit added to a coarse grid's diagonal
 
 
@@ -257,9 +262,8 @@ def _build(unknown: torch.Tensor, dtype: torch.dtype) -> _Grid:
     while max(grid.shape) > _COARSEST:
         h, w = grid.shape
         pad = (0, w % 2, 0, h % 2)
-        ins = F.max_pool2d(F.pad(grid.inside.to(dtype), pad), 2) > 0
-        unk = F.max_pool2d(F.pad(grid.unknown.to(dtype), pad), 2) > 0
-        coarse = grid.coarse = _Grid(unk, ins, dtype)
+        coarse = grid.coarse = _Grid(_any2x2(F.pad(grid.unknown, pad)),
+                                     _any2x2(F.pad(grid.inside, pad)), dtype)
         if grid.tri is not None or max(grid.shape) <= 2 * _MATMUL_SIDE:
             grid.up = tuple(_linear_upsampling(nc, n, dtype, unknown.device)
                             for nc, n in zip(coarse.shape, grid.shape, strict=True))
@@ -324,54 +328,62 @@ def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 _REFRESH = 1e-3  # recompute the float64 residual when the float32 one shrank by this much
 
 
+def _active(done: torch.Tensor) -> int:
+    """How many leading channels still need iterating: those up to the last one not done."""
+    pending = (~done).flatten().nonzero()
+    return int(pending[-1]) + 1 if len(pending) else 0
+
+
 def _cg(top: _Grid, fine64: _Grid, b: torch.Tensor, x: torch.Tensor,
         targets: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], max_iter: int,
         ) -> torch.Tensor:
     """Solve A x = b in place until max |b - A x| <= targets(x, b - A x) for every system.
 
-    Returns the last float64 residual b - A x. Multigrid-preconditioned conjugate gradients in
-    float32, in the flexible (Polak-Ribiere) form that tolerates the rounding of a float32
-    preconditioner; x and the residuals that decide convergence are float64. The float32 steps
-    are summed in dx. When the float32 residual says the target is met, or has shrunk by
-    `_REFRESH` since the float64 one was last computed, dx moves into x and the float32 residual
-    is replaced by the true one (which keeps CG converging past float32 precision) and the
-    targets are updated.
+    Returns the last float64 residual b - A x (B x C x h x w). Multigrid-preconditioned
+    conjugate gradients in float32; x and the residuals that decide convergence are float64.
+    The float32 steps are summed in dx. When the float32 residual says the target is met, or has
+    shrunk by `_REFRESH` since the float64 one was last computed, dx moves into x, the float32
+    residual is replaced by the true one (which keeps CG converging past float32 precision) and
+    the targets are updated. Trailing channels that meet their targets stop there (their x and
+    residual stay as they were), which saves their share of the work.
     """
     c = b.shape[1]
     r64 = fine64.residual(b, x, fine64.buffer("r", c))
     synced = _amax(r64)
     target = targets(x, r64)
-    if (synced <= target).all():
+    active = _active((synced <= target).all(0))
+    if not active:
         return r64
-    r = r64.to(top.dtype)
-    z = _precondition(top, r, top.buffer("z0", c))
-    previous = top.buffer("z1", c)
-    p = z.clone()
-    rz = _dot(r, z)
-    ap = top.buffer("ap", c)
+    r = r64[:, :active].to(top.dtype)
+    p = _precondition(top, r, torch.empty_like(r))
+    rz = _dot(r, p)
     dx = torch.zeros_like(r)
+    tiny = torch.finfo(top.dtype).tiny
     for _ in range(max_iter):
-        top.apply(p, ap)
-        alpha = rz / _dot(p, ap).clamp_min(torch.finfo(top.dtype).tiny)
+        ap = top.apply(p, top.buffer("ap", active))
+        alpha = rz / _dot(p, ap).clamp_min(tiny)
         dx.addcmul_(alpha, p)
         r.addcmul_(alpha, ap, value=-1.0)
         rinf = _amax(r)
-        if ((rinf <= target) | (rinf <= _REFRESH * synced)).all():
-            x.add_(dx.to(x.dtype))
+        if ((rinf <= target[:, :active]) | (rinf <= _REFRESH * synced[:, :active])).all():
+            x[:, :active] += dx.to(x.dtype)
             dx.zero_()
-            fine64.residual(b, x, r64)
+            fine64.residual(b[:, :active], x[:, :active], r64[:, :active])
             synced = _amax(r64)
             target = targets(x, r64)
-            if (synced <= target).all():
+            now = _active((synced <= target).all(0))
+            if not now:
                 return r64
-            r.copy_(r64)
-        z, previous = _precondition(top, r, previous), z
+            active = min(active, now)
+            r, p, rz, dx = r[:, :active], p[:, :active], rz[:, :active], dx[:, :active]
+            r.copy_(r64[:, :active])
+        z = _precondition(top, r, top.buffer("z", active))
         rz_new = _dot(r, z)
-        beta = (rz_new - _dot(r, previous)) / rz.clamp_min(torch.finfo(top.dtype).tiny)
-        torch.addcmul(z, beta, p, out=p)
+        torch.addcmul(z, rz_new / rz.clamp_min(tiny), p, out=p)
         rz = rz_new
-    x.add_(dx.to(x.dtype))
-    return fine64.residual(b, x, r64)
+    x[:, :active] += dx.to(x.dtype)
+    fine64.residual(b[:, :active], x[:, :active], r64[:, :active])
+    return r64
 
 
 def _inverse_norm_bound(z: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -385,24 +397,27 @@ def _inverse_norm_bound(z: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return torch.where(mu > 0, z.amax((-2, -1), keepdim=True) / mu, torch.inf)
 
 
+_Z_RESIDUAL = 0.1  # z stops once A z >= 0.9: its bound of ||A^-1||_inf is then within 11 %
+
+
 def _solve(values: torch.Tensor, unknown: torch.Tensor, system: torch.Tensor, tol: float,
            max_iter: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fill the unknown pixels (B x 1 x H x W) of values (B x C x H x W, float64).
+    """The fill of the unknown pixels (B x 1 x H x W) of values (B x C x H x W).
 
     Images with the same ``system`` index (B, values 0 ... S - 1) are solved as one system on
     the union of their unknown pixels, which must be nowhere 8-adjacent (see `_pairs`): no
     stencil couples them, so the union's solution is each one's, from its own data. Every image
     must have a known pixel.
 
-    Returns the filled values, the certified bound of the max abs error of each image and
-    channel (B x C x 1 x 1): ||A^-1||_inf * max|b - A x|, and the bound of ||A^-1||_inf of each
+    Returns the fill (B x C x H x W in the values' dtype, zero on the known pixels), the
+    certified bound of the max abs error of each image and channel (B x C x 1 x 1): ||A^-1||_inf * max|b - A x|, and the bound of ||A^-1||_inf of each
     system (S x 1 x 1 x 1). The channels are solved together with an extra one, A z = 1, whose
     z bounds ||A^-1||_inf (see `_inverse_norm_bound`), so the residual that certifies tol,
     tol / ||A^-1||_inf, is known as soon as z is good enough.
     """
     systems = int(system.max()) + 1
-    m = unknown.to(values.dtype)
-    known = values * ~unknown
+    m = unknown.double()
+    known = values.double() * ~unknown
     b = _stencil(known, torch.empty_like(known), torch.empty_like(known)).mul_(m / 12)
     # Start from the mean of the known pixels: it removes the constant part of the error.
     count = (~unknown).sum((-2, -1), keepdim=True)
@@ -420,12 +435,14 @@ def _solve(values: torch.Tensor, unknown: torch.Tensor, system: torch.Tensor, to
     def targets(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         norm = _inverse_norm_bound(x[:, -1:], r[:, -1:])
         return torch.cat([(tol / norm).expand_as(x[:, :-1, :1, :1]),
-                          torch.full_like(norm, torch.inf)], 1)
+                          torch.full_like(norm, _Z_RESIDUAL)], 1)
 
     r = _cg(top, fine64, b, x, targets, max_iter)
     norm = _inverse_norm_bound(x[:, -1:], r[:, -1:])
-    filled = known + x[system, :-1] * m
-    return filled, _amax(r[system, :-1] * m) * norm[system], norm
+    fill = x[system, :-1] * m
+    residual = _amax(r[system, :-1] * m)
+    bound = torch.where(residual > 0, residual * norm[system], 0.0)
+    return fill.to(values.dtype), bound, norm
 
 
 def _pairs(unknown: torch.Tensor) -> list[list[int]]:
@@ -438,7 +455,7 @@ def _pairs(unknown: torch.Tensor) -> list[list[int]]:
     may pair with.
     """
     flat = unknown.flatten(1).float()
-    near = F.max_pool2d(unknown.float(), 3, 1, 1).flatten(1)
+    near = _stencil(unknown.float(), *torch.empty((2, *unknown.shape))).flatten(1)
     touching = ((near @ flat.T) > 0).tolist()
     order = flat.sum(1).argsort(descending=True).tolist()
     free = set(order)
@@ -454,7 +471,8 @@ def _pairs(unknown: torch.Tensor) -> list[list[int]]:
 
 def _harmonic_fill(values: torch.Tensor, unknown: torch.Tensor, tol: float, max_iter: int,
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`_solve` over the pairs of `_pairs`: all at once on a GPU, one by one on the CPU.
+    """The fill of `_solve` over the pairs of `_pairs`: all at once on a GPU, one by one on the
+    CPU; with the certified error bounds.
 
     On the CPU each system stops at its own iteration count, and one worker thread per torch
     thread, each running single-threaded torch ops, keeps the cores busy without the barrier
@@ -468,6 +486,7 @@ def _harmonic_fill(values: torch.Tensor, unknown: torch.Tensor, tol: float, max_
         return _solve(values, unknown, system.to(values.device), tol, max_iter)[:2]
 
     def one(group: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`_solve` of one group, as one system."""
         zeros = torch.zeros(len(group), dtype=torch.long)
         return _solve(values[group], unknown[group], zeros, tol, max_iter)[:2]
 
@@ -477,9 +496,9 @@ def _harmonic_fill(values: torch.Tensor, unknown: torch.Tensor, tol: float, max_
     else:
         with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
             parts = list(pool.map(one, groups))
-    index = torch.tensor([i for group in groups for i in group])
-    filled, bounds = (torch.cat(t)[index.argsort()] for t in zip(*parts, strict=True))
-    return filled, bounds
+    order = torch.tensor([i for group in groups for i in group]).argsort()
+    fill, bounds = (torch.cat(t)[order.to(values.device)] for t in zip(*parts, strict=True))
+    return fill, bounds
 
 
 def noisy_linear_impute(
@@ -510,12 +529,12 @@ def noisy_linear_impute(
     if every.any():
         out[every] = images[every].mean((-2, -1), keepdim=True).expand_as(images[every])
     if solve.any():
-        filled, bound = _harmonic_fill(images[solve].double(), unknown[solve], tol, max_iter)
+        fill, bound = _harmonic_fill(images[solve], unknown[solve], tol, max_iter)
         worst = bound.max().item()
         if worst > tol:
             warnings.warn(f"noisy_linear_impute: {max_iter} iterations certify a max error of "
                           f"{worst:.2e} only (tol {tol:.0e})", RuntimeWarning, stacklevel=2)
-        out[solve] = filled.to(images.dtype)
+        out[solve] = torch.where(unknown[solve], fill, images[solve])
     if noise > 0:
         device = generator.device if generator is not None else images.device
         eps = torch.randn(images.shape, generator=generator, device=device, dtype=images.dtype)
