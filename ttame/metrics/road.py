@@ -53,8 +53,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -155,10 +155,11 @@ class _Grid:
 
     def neighbours(self, x: torch.Tensor) -> torch.Tensor:
         """The stencil sum of x (see `_stencil`), in a buffer."""
-        if self.tri is not None:
-            return torch.matmul(torch.matmul(self.tri[0], x), self.tri[1])
         c = x.shape[1]
-        return _stencil(x, self.buffer("t", c), self.buffer("u", c))
+        t, u = self.buffer("t", c), self.buffer("u", c)
+        if self.tri is not None:
+            return torch.matmul(torch.matmul(self.tri[0], x, out=t), self.tri[1], out=u)
+        return _stencil(x, t, u)
 
     def apply(self, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """Write A x into out, for x zero outside the unknown pixels (out is zero there too)."""
@@ -174,30 +175,38 @@ class _Grid:
 
     def restrict(self, x: torch.Tensor) -> torch.Tensor:
         """x on this grid to the coarse grid: the exact adjoint of `prolong`, masked there."""
-        assert self.coarse is not None
+        coarse = self.coarse
+        assert coarse is not None
+        b, c = x.shape[:2]
         if self.up is None:
-            y = _restrict(x)
+            y = _restrict(x, self, coarse.buffer("restricted", c))
         else:
-            y = torch.matmul(torch.matmul(self.up[0].T, x), self.up[1])
-        return y.mul_(self.coarse.m)
+            half = self.scratch("half", (b, c, coarse.shape[0], self.shape[1]))
+            y = torch.matmul(torch.matmul(self.up[0].T, x, out=half), self.up[1],
+                             out=coarse.buffer("restricted", c))
+        return y.mul_(coarse.m)
 
     def prolong(self, x: torch.Tensor) -> torch.Tensor:
         """Cell-centred bilinear upsampling by 2 from the coarse grid (unmasked)."""
         if self.up is None:
             return _prolong(x, self)
-        return torch.matmul(torch.matmul(self.up[0], x), self.up[1].T)
+        b, c = x.shape[:2]
+        half = self.scratch("half", (b, c, self.shape[0], x.shape[-1]))
+        return torch.matmul(torch.matmul(self.up[0], x, out=half), self.up[1].T,
+                            out=self.buffer("prolonged", c))
 
     def solve_dense(self, r: torch.Tensor) -> torch.Tensor:
         """A^-1 r on the coarsest grid, by its explicit inverse (identity on known cells)."""
-        return torch.matmul(r.flatten(-2), self.inverse).view(r.shape).mul_(self.m)
+        return torch.bmm(r.flatten(-2), self.inverse).view(r.shape).mul_(self.m)
 
 
-def _restrict_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
-    """Unnormalised adjoint of linear upsampling along dim: [1,3,3,1]/3 with stride 2."""
+def _restrict_axis(x: torch.Tensor, dim: int, out: torch.Tensor) -> torch.Tensor:
+    """Into out: the unnormalised adjoint of `_prolong_axis` along dim (even size), that is
+    [1,3,3,1]/3 with stride 2, folding the border as replication does."""
     pairs = x.unflatten(dim, (-1, 2))
     e = pairs.select(dim, 0)
     o = pairs.select(dim, 1)
-    y = e + o
+    y = torch.add(e, o, out=out)
     n = y.shape[dim]
     y.narrow(dim, 1, n - 1).add_(o.narrow(dim, 0, n - 1), alpha=1 / 3)
     y.narrow(dim, 0, n - 1).add_(e.narrow(dim, 1, n - 1), alpha=1 / 3)
@@ -206,17 +215,24 @@ def _restrict_axis(x: torch.Tensor, dim: int) -> torch.Tensor:
     return y
 
 
-def _restrict(x: torch.Tensor) -> torch.Tensor:
-    """Exact adjoint of `_prolong` (zero-pad to even size, [1,3,3,1]/4 per axis)."""
-    h, w = x.shape[-2:]
+def _restrict(x: torch.Tensor, fine: _Grid, out: torch.Tensor) -> torch.Tensor:
+    """Into out: the exact adjoint of `_prolong` (zero-pad to even size, [1,3,3,1]/4 per axis)."""
+    b, c, h, w = x.shape
     if h % 2 or w % 2:
-        x = F.pad(x, (0, w % 2, 0, h % 2))
-    return _restrict_axis(_restrict_axis(x, -2), -1).mul_(0.5625)
+        padded = fine.scratch("padded", (b, c, h + h % 2, w + w % 2))
+        padded[..., h:, :] = 0
+        padded[..., w:] = 0
+        padded[..., :h, :w] = x
+        x = padded
+    half = fine.scratch("rows", (b, c, out.shape[-2], x.shape[-1]))
+    return _restrict_axis(_restrict_axis(x, -2, half), -1, out).mul_(0.5625)
 
 
-def _prolong_axis(x: torch.Tensor, dim: int, out: torch.Tensor) -> torch.Tensor:
+def _prolong_axis(x: torch.Tensor, dim: int, out: torch.Tensor, d: torch.Tensor,
+                  ) -> torch.Tensor:
     """Linear upsampling by 2 along dim into out, cell-centred (weights 3/4, 1/4), border
-    replicated: even[i] = x[i] - (x[i] - x[i-1]) / 4, odd[i] = x[i] + (x[i+1] - x[i]) / 4."""
+    replicated: even[i] = x[i] - (x[i] - x[i-1]) / 4, odd[i] = x[i] + (x[i+1] - x[i]) / 4
+    (d is scratch for the differences)."""
     n = x.shape[dim]
     pairs = out.unflatten(dim, (n, 2))
     even = pairs.select(dim, 0)
@@ -224,7 +240,7 @@ def _prolong_axis(x: torch.Tensor, dim: int, out: torch.Tensor) -> torch.Tensor:
     if n == 1:
         even.copy_(x)
         return odd.copy_(x)
-    d = x.narrow(dim, 1, n - 1) - x.narrow(dim, 0, n - 1)
+    d = torch.sub(x.narrow(dim, 1, n - 1), x.narrow(dim, 0, n - 1), out=d)
     torch.add(x.narrow(dim, 1, n - 1), d, alpha=-0.25, out=even.narrow(dim, 1, n - 1))
     even.narrow(dim, 0, 1).copy_(x.narrow(dim, 0, 1))
     torch.add(x.narrow(dim, 0, n - 1), d, alpha=0.25, out=odd.narrow(dim, 0, n - 1))
@@ -235,8 +251,10 @@ def _prolong_axis(x: torch.Tensor, dim: int, out: torch.Tensor) -> torch.Tensor:
 def _prolong(x: torch.Tensor, fine: _Grid) -> torch.Tensor:
     """Cell-centred bilinear upsampling by 2 (replicating at the border), cropped to fine."""
     b, c, h, w = x.shape
-    wide = _prolong_axis(x, -1, fine.scratch("wide", (b, c, h, 2 * w)))
-    full = _prolong_axis(wide, -2, fine.scratch("full", (b, c, 2 * h, 2 * w)))
+    wide = fine.scratch("wide", (b, c, h, 2 * w))
+    _prolong_axis(x, -1, wide, fine.scratch("dw", (b, c, h, w - 1)))
+    full = fine.scratch("full", (b, c, 2 * h, 2 * w))
+    _prolong_axis(wide, -2, full, fine.scratch("dh", (b, c, h - 1, 2 * w)))
     return full[..., : fine.shape[0], : fine.shape[1]]
 
 
@@ -287,7 +305,7 @@ def _invert_dense(grid: _Grid) -> None:
     cols = grid.apply(basis, torch.empty_like(basis)).reshape(b, n, n)
     dense = cols.transpose(1, 2) + torch.diag_embed(1 - grid.m.reshape(b, n))
     inverse = torch.cholesky_inverse(torch.linalg.cholesky(dense.double()))
-    grid.inverse = inverse.transpose(1, 2).to(grid.dtype)[:, None]
+    grid.inverse = inverse.transpose(1, 2).to(grid.dtype)
 
 
 def _vcycle(grid: _Grid, r: torch.Tensor) -> torch.Tensor:
@@ -455,7 +473,8 @@ def _pairs(unknown: torch.Tensor) -> list[list[int]]:
     may pair with.
     """
     flat = unknown.flatten(1).float()
-    near = _stencil(unknown.float(), *torch.empty((2, *unknown.shape))).flatten(1)
+    near = _stencil(unknown.float(), *torch.empty((2, *unknown.shape), device=unknown.device))
+    near = near.flatten(1)
     touching = ((near @ flat.T) > 0).tolist()
     order = flat.sum(1).argsort(descending=True).tolist()
     free = set(order)
@@ -471,15 +490,13 @@ def _pairs(unknown: torch.Tensor) -> list[list[int]]:
 
 def _harmonic_fill(values: torch.Tensor, unknown: torch.Tensor, tol: float, max_iter: int,
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fill of `_solve` over the pairs of `_pairs`: all at once on a GPU, one by one on the
-    CPU; with the certified error bounds.
+    """The fill of `_solve` over the pairs of `_pairs`, and its certified error bounds.
 
-    On the CPU each system stops at its own iteration count, and one worker thread per torch
-    thread, each running single-threaded torch ops, keeps the cores busy without the barrier
-    that every multi-threaded op waits at (costly on a loaded machine).
+    On a GPU all pairs are one batch; on the CPU they are solved one after another, each
+    stopping at its own iteration count.
     """
     groups = _pairs(unknown)
-    if values.device.type != "cpu" or len(groups) == 1:
+    if values.device.type != "cpu":
         system = torch.empty(len(values), dtype=torch.long)
         for k, group in enumerate(groups):
             system[group] = k
@@ -490,15 +507,28 @@ def _harmonic_fill(values: torch.Tensor, unknown: torch.Tensor, tol: float, max_
         zeros = torch.zeros(len(group), dtype=torch.long)
         return _solve(values[group], unknown[group], zeros, tol, max_iter)[:2]
 
-    workers = min(torch.get_num_threads(), len(groups))
-    if workers == 1:
-        parts = [one(group) for group in groups]
-    else:
-        with ThreadPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-            parts = list(pool.map(one, groups))
+    parts = [one(group) for group in groups]
     order = torch.tensor([i for group in groups for i in group]).argsort()
-    fill, bounds = (torch.cat(t)[order.to(values.device)] for t in zip(*parts, strict=True))
+    fill, bounds = (torch.cat(t)[order] for t in zip(*parts, strict=True))
     return fill, bounds
+
+
+@contextmanager
+def _single_threaded(device: torch.device) -> Iterator[None]:
+    """Run torch's CPU ops on one thread for the duration (nothing changes for a GPU).
+
+    The solver runs thousands of ops of a few hundred microseconds. On a machine shared with
+    other jobs, each multi-threaded op waits for its slowest thread to be scheduled: the same
+    solve took 10-30x longer with two threads than with one (two worker threads with one each
+    took 1.7x the CPU time, contending for the GIL at every op).
+    """
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def noisy_linear_impute(
@@ -520,7 +550,14 @@ def noisy_linear_impute(
     if images.dim() != 4 or removed.shape != images.shape[:1] + images.shape[2:]:
         raise ValueError(f"expected images B x C x H x W and removed B x H x W, got "
                          f"{tuple(images.shape)} and {tuple(removed.shape)}")
-    removed = removed.to(device=images.device, dtype=torch.bool)
+    with _single_threaded(images.device):
+        return _impute(images, removed.to(device=images.device, dtype=torch.bool), noise,
+                       generator, tol, max_iter)
+
+
+def _impute(images: torch.Tensor, removed: torch.Tensor, noise: float,
+            generator: torch.Generator | None, tol: float, max_iter: int) -> torch.Tensor:
+    """`noisy_linear_impute` once its arguments are checked."""
     unknown = removed[:, None]
     out = images.clone()
     flat = removed.flatten(1)
@@ -533,7 +570,7 @@ def noisy_linear_impute(
         worst = bound.max().item()
         if worst > tol:
             warnings.warn(f"noisy_linear_impute: {max_iter} iterations certify a max error of "
-                          f"{worst:.2e} only (tol {tol:.0e})", RuntimeWarning, stacklevel=2)
+                          f"{worst:.2e} only (tol {tol:.0e})", RuntimeWarning, stacklevel=3)
         out[solve] = torch.where(unknown[solve], fill, images[solve])
     if noise > 0:
         device = generator.device if generator is not None else images.device
