@@ -359,11 +359,12 @@ def _cg(top: _Grid, fine64: _Grid, b: torch.Tensor, x: torch.Tensor,
 
     Returns the last float64 residual b - A x (B x C x h x w). Multigrid-preconditioned
     conjugate gradients in float32; x and the residuals that decide convergence are float64.
-    The float32 steps are summed in dx. When the float32 residual says the target is met, or has
-    shrunk by `_REFRESH` since the float64 one was last computed, dx moves into x, the float32
-    residual is replaced by the true one (which keeps CG converging past float32 precision) and
-    the targets are updated. Trailing channels that meet their targets stop there (their x and
-    residual stay as they were), which saves their share of the work.
+    The float32 steps are summed in dx. When the float32 residual says the targets are met, or
+    has shrunk by `_REFRESH` since the float64 one was last computed, or says the last channel
+    meets its target, dx moves into x, the float32 residual is replaced by the true one (which
+    keeps CG converging past float32 precision) and the targets are updated. Trailing channels
+    that meet their targets stop there (their x and residual stay as they were), which saves
+    their share of the work.
     """
     c = b.shape[1]
     r64 = fine64.residual(b, x, fine64.buffer("r", c))
@@ -383,7 +384,8 @@ def _cg(top: _Grid, fine64: _Grid, b: torch.Tensor, x: torch.Tensor,
         dx.addcmul_(alpha, p)
         r.addcmul_(alpha, ap, value=-1.0)
         rinf = _amax(r)
-        if ((rinf <= target[:, :active]) | (rinf <= _REFRESH * synced[:, :active])).all():
+        met = rinf <= target[:, :active]
+        if (met | (rinf <= _REFRESH * synced[:, :active])).all() or met[:, -1].all():
             x[:, :active] += dx.to(x.dtype)
             dx.zero_()
             fine64.residual(b[:, :active], x[:, :active], r64[:, :active])
