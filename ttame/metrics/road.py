@@ -570,8 +570,9 @@ def noisy_linear_impute(
     images: B x C x H x W, raw values in [0, 1]; removed: B x H x W bool (True = removed).
     The noise-free fill is within ``tol`` (max abs) of the exact sparse solve; a RuntimeWarning
     says so when ``max_iter`` CG iterations were not enough to certify it. Runs on the
-    images' device; noise is drawn from ``generator`` (on its own device) when one is given.
-    Images without removed pixels come back unchanged.
+    images' device, on the CPU with torch set to one thread for the duration of the call (see
+    `_single_threaded`); noise is drawn from ``generator`` (on its own device) when one is
+    given. Images without removed pixels come back unchanged.
     """
     if images.dim() != 4 or removed.shape != images.shape[:1] + images.shape[2:]:
         raise ValueError(f"expected images B x C x H x W and removed B x H x W, got "
