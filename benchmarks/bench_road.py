@@ -92,7 +92,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch CPU threads for ours (the reference is single-threaded)")
+                        help="torch CPU threads (ours imputes with single-threaded torch ops "
+                             "whatever this is, as the reference's SciPy solve is)")
     parser.add_argument("--repeats", type=int, default=3, help="median of this many runs")
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()
@@ -101,7 +102,7 @@ def main() -> None:
     print(f"- date: {datetime.date.today()}")
     print(f"- machine: {cpu_name()}, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.2f} at start; torch {torch.__version__}, "
-          f"{args.threads} thread(s) for ours; ours on {args.device}")
+          f"torch threads set to {args.threads}; ours on {args.device}")
     print(f"- command: `python {' '.join(sys.argv)}`")
     print()
     print("| photo | map | ours (ms) | reference (ms) | speed-up | max abs diff (noise off) |")
