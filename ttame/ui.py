@@ -146,12 +146,19 @@ def picture(image: torch.Tensor) -> Image.Image:
     return Image.fromarray(array.cpu().numpy())
 
 
-def road_figure(scores: dict[str, Any], class_name: str, method: str) -> Any:
-    """The class probability as pixels go, MoRF and LeRF; hollow marks: prediction lost."""
+def probability_axes(clean_probability: float) -> tuple[Any, Any]:
+    """A figure for a class probability under perturbation, with the clean photo's as a line."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6.4, 3.6), layout="constrained")
     axes = figure.add_subplot()
+    axes.axhline(clean_probability, color="gray", linestyle="--", label="clean photo")
+    return figure, axes
+
+
+def road_figure(scores: dict[str, Any], class_name: str, method: str) -> Any:
+    """The class probability as pixels go, MoRF and LeRF; hollow marks: prediction lost."""
+    figure, axes = probability_axes(scores["clean_probability"])
     percent = [100 * f for f in scores["fractions"]]
     for order, colour in zip(ROAD_ORDERS, ("tab:red", "tab:blue"), strict=True):
         curve = scores[order]
@@ -164,7 +171,6 @@ def road_figure(scores: dict[str, Any], class_name: str, method: str) -> Any:
         )
         for x, y, kept in zip(percent, curve["probability"], curve["accuracy"], strict=True):
             axes.plot(x, y, "o", color=colour, markerfacecolor=colour if kept else "white")
-    axes.axhline(scores["clean_probability"], color="gray", linestyle="--", label="clean photo")
     axes.set(
         xlabel="pixels removed and imputed (%)",
         ylabel=f"p({class_name})",
@@ -177,14 +183,10 @@ def road_figure(scores: dict[str, Any], class_name: str, method: str) -> Any:
 
 def adic_figure(report: dict[str, Any], class_name: str, method: str) -> Any:
     """The class probability on the photo masked to its top 100, 50, 15 %, against the clean."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6.4, 3.6), layout="constrained")
-    axes = figure.add_subplot()
+    figure, axes = probability_axes(report["clean_probability"])
     kept = [f"{p:g} %" for p in report["percents"]]
     bars = axes.bar(kept, report["probability"], color="tab:orange", label="masked photo")
     axes.bar_label(bars, labels=[f"drop {d:.0f} %" for d in report["drop"]], fontsize="small")
-    axes.axhline(report["clean_probability"], color="gray", linestyle="--", label="clean photo")
     axes.set(
         xlabel="top of the map kept",
         ylabel=f"p({class_name})",
