@@ -92,8 +92,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch CPU threads (ours imputes with single-threaded torch ops "
-                             "whatever this is, as the reference's SciPy solve is)")
+                        help="torch CPU threads (on the CPU ours imputes on one thread whatever "
+                             "this is, as the reference's SciPy solve does)")
     parser.add_argument("--repeats", type=int, default=3, help="median of this many runs")
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()

@@ -37,43 +37,51 @@ masked stencil ``W - N``, an M-matrix), preconditioned by geometric multigrid: c
 2x coarsening, a coarse cell being unknown when any of its children is; the same stencil on
 each grid, its diagonal raised by part of the coupling to known values that the coarse cells
 miss (see `_build`); bilinear prolongation that replicates at the image border and its exact
-adjoint as restriction; Jacobi smoothing; a dense inverse on the coarsest (<= 16x16) grid.
-V(1,1) cycles below the fine grid and an additive (Jacobi + coarse correction) step on the fine
-grid, which costs no stencil there; grids of at most 64 pixels a side use small matrix
-products instead of shifted adds (fewer torch calls). CG starts from the mean of the kept
-pixels. The work is float32; the solution and the residuals that decide convergence are
-float64 (the float32 residual is replaced by the true one as CG goes). About 11 iterations
-certify a 224 x 224 fill.
+adjoint as restriction; Jacobi smoothing; a dense inverse on the coarsest grid. CG starts from
+the mean of the kept pixels; the preconditioner works in float32, the solution and the
+residuals that decide convergence are float64. Two implementations of it, one per device:
+
+- on a GPU, this module's torch code solves all systems as one batch: V(1,1) cycles below the
+  fine grid and an additive (Jacobi + coarse correction) step on the fine grid, which costs no
+  stencil there; grids of at most 64 pixels a side use small matrix products instead of
+  shifted adds (fewer kernel launches); the coarsest grid has at most 16 x 16 cells; CG is
+  float32 and its residual is replaced by the true float64 one as it goes. About 11
+  iterations certify a 224 x 224 fill;
+- on the CPU, `road_cpu` (compiled with Numba, because torch's per-op cost makes this solve
+  several times slower there) solves one system and one channel at a time, each channel
+  stopping at its own iteration count, with a full V(1,1) cycle from the fine grid down to at
+  most 8 x 8 cells: about 8 iterations per channel.
 
 Two images whose removed pixels are nowhere 8-adjacent are solved as one system on the union
 of their removed pixels (no stencil couples them, so the system is block diagonal, and one
 solve costs what one of them costs): of a ROAD's 14 imputations, MoRF at f and LeRF at g pair
-whenever a band of kept pixels separates them, and the 14 take 8 solves (`_pairs`). On a GPU
-all systems are one batch; on the CPU they are solved one after another, each stopping at its
-own iteration count, with single-threaded torch ops (see `_single_threaded`).
+whenever a band of kept pixels separates them, and the 14 take 8 solves (`_pairs`).
 
-Certificate: A^-1 >= 0 elementwise, so the error of x obeys
-``max|x - x*| <= ||A^-1||_inf * max|b - A x|`` and ``||A^-1||_inf = max(A^-1 1)``. A vector
-z with ``A z >= mu > 0`` (checked in float64) bounds ``A^-1 1 <= z / mu``. z is solved with the
-channels, as one more right-hand side ``A z = 1``, and stops once ``A z >= 0.9`` (its bound is
-then within 11 %); the channels stop when ``||A^-1||_inf`` times their float64 residual is at
-most tol. ``||A^-1||_inf`` reaches tens of thousands for large removed regions (it grows with
-the squared distance to the nearest kept pixel), so the residual must fall to ~1e-8. A bound
-from ``|b - A x|`` cannot use the cancellation between residuals of opposite signs, and is
-100-1000x above the actual error once CG has converged: certifying 1e-3 takes about twice the
-iterations that an uncertified 1e-3 would, and the fills typically end within 1e-5. We keep
-the guarantee and make the iterations cheap instead.
+Certificate: A^-1 >= 0 elementwise, so the error of x obeys ``max|x - x*| <= ||A^-1||_inf *
+max|b - A x|`` and ``||A^-1||_inf = max(A^-1 1)``. A vector z with ``A z >= mu > 0`` (checked in
+float64) bounds ``A^-1 1 <= z / mu``. z is solved as one more right-hand side ``A z = 1`` (with
+the channels on a GPU, before them on the CPU) and stops once ``A z >= 0.9`` (its bound is then
+within 11 %); the channels stop when ``||A^-1||_inf`` times their float64 residual is at most
+tol. ``||A^-1||_inf`` reaches tens of thousands for large removed regions (it grows with the
+squared distance to the nearest kept pixel), so the residual must fall to ~1e-8. A bound from
+``|b - A x|`` cannot use the cancellation between residuals of opposite signs, and is 100-1000x
+above the actual error once CG has converged: certifying 1e-3 takes about twice the iterations
+that an uncertified 1e-3 would, and the fills typically end within 1e-5. We keep the guarantee
+and make the iterations cheap instead.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ttame.metrics import road_cpu
+from ttame.metrics.road_cpu import ROW_SUM_SHARE, Z_RESIDUAL
 
 _COARSEST = 16  # coarsen until both sides are at most this, then solve densely
 _MATMUL_SIDE = 64  # grids this small apply their stencil as two small matrix products
@@ -285,15 +293,12 @@ def _any2x2(x: torch.Tensor) -> torch.Tensor:
     return x.unflatten(-1, (-1, 2)).any(-1).unflatten(-2, (-1, 2)).any(-2)
 
 
-_ROW_SUM_SHARE = 0.7  # of the Galerkin row-sum deficit added to a coarse grid's diagonal
-
-
 def _build(unknown: torch.Tensor, dtype: torch.dtype) -> _Grid:
     """Multigrid hierarchy: a coarse cell is unknown when any of its children is.
 
     The coarse operator is the fine stencil rediscretised on the coarse cells, which treats a
     cell with some known children as wholly unknown and so couples it too weakly to the known
-    values. Its diagonal gets `_ROW_SUM_SHARE` of the difference between the Galerkin operator
+    values. Its diagonal gets `ROW_SUM_SHARE` of the difference between the Galerkin operator
     R A P and itself on the constant vector (the missing coupling): that share took the fewest
     iterations on photos with blob-shaped and scattered masks (23 % fewer than the unmodified
     rediscretisation with a cell unknown only when all its children are).
@@ -311,7 +316,7 @@ def _build(unknown: torch.Tensor, dtype: torch.dtype) -> _Grid:
         fine = grid.prolong(ones).mul(grid.m)
         galerkin = grid.restrict(grid.apply(fine, torch.empty_like(fine)))
         deficit = galerkin - coarse.apply(ones, torch.empty_like(ones))
-        coarse.add_diagonal(deficit.clamp_min(0) * _ROW_SUM_SHARE)
+        coarse.add_diagonal(deficit.clamp_min(0) * ROW_SUM_SHARE)
         grid = coarse
     _invert_dense(grid)
     return top
@@ -439,7 +444,6 @@ def _inverse_norm_bound(z: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return torch.where(mu > 0, z.amax((-2, -1), keepdim=True) / mu, torch.inf)
 
 
-_Z_RESIDUAL = 0.1  # z stops once A z >= 0.9: its bound of ||A^-1||_inf is then within 11 %
 
 
 def _solve(values: torch.Tensor, unknown: torch.Tensor, system: torch.Tensor, tol: float,
@@ -478,7 +482,7 @@ def _solve(values: torch.Tensor, unknown: torch.Tensor, system: torch.Tensor, to
     def targets(x: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         norm = _inverse_norm_bound(x[:, -1:], r[:, -1:])
         return torch.cat([(tol / norm).expand_as(x[:, :-1, :1, :1]),
-                          torch.full_like(norm, _Z_RESIDUAL)], 1)
+                          torch.full_like(norm, Z_RESIDUAL)], 1)
 
     r = _cg(top, fine64, b, x, targets, max_iter)
     norm = _inverse_norm_bound(x[:, -1:], r[:, -1:])
@@ -516,45 +520,25 @@ def _pairs(unknown: torch.Tensor) -> list[list[int]]:
 
 def _harmonic_fill(values: torch.Tensor, unknown: torch.Tensor, tol: float, max_iter: int,
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fill of `_solve` over the pairs of `_pairs`, and its certified error bounds.
+    """The fill of the pairs of `_pairs`, and its certified error bounds (B x C).
 
-    On a GPU all pairs are one batch; on the CPU they are solved one after another, each
-    stopping at its own iteration count.
+    On a GPU, `_solve` with all pairs as one batch; on the CPU, `road_cpu.solve`, pair after
+    pair and channel after channel, each stopping at its own iteration count.
     """
     groups = _pairs(unknown)
-    if values.device.type != "cpu":
-        system = torch.empty(len(values), dtype=torch.long)
+    if values.device.type == "cpu":
+        table = np.full((len(groups), 2), -1, dtype=np.int64)
         for k, group in enumerate(groups):
-            system[group] = k
-        return _solve(values, unknown, system.to(values.device), tol, max_iter)[:2]
-
-    def one(group: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """`_solve` of one group, as one system."""
-        zeros = torch.zeros(len(group), dtype=torch.long)
-        return _solve(values[group], unknown[group], zeros, tol, max_iter)[:2]
-
-    parts = [one(group) for group in groups]
-    order = torch.tensor([i for group in groups for i in group]).argsort()
-    fill, bounds = (torch.cat(t)[order] for t in zip(*parts, strict=True))
-    return fill, bounds
-
-
-@contextmanager
-def _single_threaded(device: torch.device) -> Iterator[None]:
-    """Run torch's CPU ops on one thread for the duration (nothing changes for a GPU).
-
-    The solver runs thousands of ops of a few hundred microseconds. On a machine shared with
-    other jobs, each multi-threaded op waits for its slowest thread to be scheduled: the same
-    solve took 10-30x longer with two threads than with one (two worker threads with one each
-    took 1.7x the CPU time, contending for the GIL at every op).
-    """
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+            table[k, :len(group)] = group
+        fill, bound, _, _ = road_cpu.solve(
+            values.detach().float().contiguous().numpy(),
+            unknown[:, 0].contiguous().numpy(), table, tol, max_iter)
+        return torch.from_numpy(fill).to(values.dtype), torch.from_numpy(bound)
+    system = torch.empty(len(values), dtype=torch.long)
+    for k, group in enumerate(groups):
+        system[group] = k
+    fill, bound, _ = _solve(values, unknown, system.to(values.device), tol, max_iter)
+    return fill, bound[..., 0, 0]
 
 
 def noisy_linear_impute(
@@ -570,21 +554,13 @@ def noisy_linear_impute(
     images: B x C x H x W, raw values in [0, 1]; removed: B x H x W bool (True = removed).
     The noise-free fill is within ``tol`` (max abs) of the exact sparse solve; a RuntimeWarning
     says so when ``max_iter`` CG iterations were not enough to certify it. Runs on the
-    images' device, on the CPU with torch set to one thread for the duration of the call (see
-    `_single_threaded`); noise is drawn from ``generator`` (on its own device) when one is
+    images' device; noise is drawn from ``generator`` (on its own device) when one is
     given. Images without removed pixels come back unchanged.
     """
     if images.dim() != 4 or removed.shape != images.shape[:1] + images.shape[2:]:
         raise ValueError(f"expected images B x C x H x W and removed B x H x W, got "
                          f"{tuple(images.shape)} and {tuple(removed.shape)}")
-    with _single_threaded(images.device):
-        return _impute(images, removed.to(device=images.device, dtype=torch.bool), noise,
-                       generator, tol, max_iter)
-
-
-def _impute(images: torch.Tensor, removed: torch.Tensor, noise: float,
-            generator: torch.Generator | None, tol: float, max_iter: int) -> torch.Tensor:
-    """`noisy_linear_impute` once its arguments are checked."""
+    removed = removed.to(device=images.device, dtype=torch.bool)
     unknown = removed[:, None]
     out = images.clone()
     flat = removed.flatten(1)
@@ -597,7 +573,7 @@ def _impute(images: torch.Tensor, removed: torch.Tensor, noise: float,
         worst = bound.max().item()
         if worst > tol:
             warnings.warn(f"noisy_linear_impute: {max_iter} iterations certify a max error of "
-                          f"{worst:.2e} only (tol {tol:.0e})", RuntimeWarning, stacklevel=3)
+                          f"{worst:.2e} only (tol {tol:.0e})", RuntimeWarning, stacklevel=2)
         out[solve] = torch.where(unknown[solve], fill, images[solve])
     if noise > 0:
         device = generator.device if generator is not None else images.device

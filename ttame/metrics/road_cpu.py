@@ -1,0 +1,535 @@
+"""ROAD's imputation solver on the CPU, compiled with Numba.
+
+The system, the multigrid hierarchy and the error certificate are those of `road` (its module
+doc says what they are); this module only runs them faster on a CPU. Written by hand because it
+must be much faster than the torch solver there: torch spends a CPU solve in thousands of small
+ops, each its own pass over memory with its own dispatch cost, and can only stop a batch of
+channels together. Here one pass does the work of several ops (a stencil, an update and a
+reduction at once), the preconditioner runs in float32 on data that stays in cache, and each
+channel runs its own conjugate gradients, stopping at its own iteration count. The preconditioner
+is a symmetric V(1,1) cycle from the fine grid down (Jacobi smoothing), where the torch solver
+saves the fine grid's stencils with an additive step: the full cycle needs a third fewer
+iterations, and here the stencils are cheap.
+
+Arrays are 2-D, one channel at a time, C-contiguous. Every function is compiled on first use
+and cached on disk (``cache=True``), so only the first call on a machine pays the compilation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Reassociation lets the compiler vectorise the reductions; no assumptions about NaN or inf,
+# which the certificate uses.
+_FAST = {"reassoc", "contract", "nsz", "arcp"}
+
+COARSEST = 8  # coarsen until both sides are at most this, then solve densely
+ROW_SUM_SHARE = 0.7  # of the Galerkin row-sum excess added to a coarse grid's diagonal
+Z_RESIDUAL = 0.1  # z stops once A z >= 0.9: its bound of ||A^-1||_inf is then within 11 %
+
+
+@njit(cache=True, fastmath=_FAST)
+def _column_sum(x, i, t):
+    """t[1 + j] = x[i - 1, j] + 2 x[i, j] + x[i + 1, j] (zero outside); t[0], t[w + 1] stay 0."""
+    h, w = x.shape
+    mid = x[i]
+    if 0 < i < h - 1:
+        up = x[i - 1]
+        down = x[i + 1]
+        for j in range(w):
+            t[j + 1] = up[j] + 2 * mid[j] + down[j]
+    elif h == 1:
+        for j in range(w):
+            t[j + 1] = 2 * mid[j]
+    elif i == 0:
+        down = x[1]
+        for j in range(w):
+            t[j + 1] = 2 * mid[j] + down[j]
+    else:
+        up = x[i - 1]
+        for j in range(w):
+            t[j + 1] = up[j] + 2 * mid[j]
+
+
+@njit(cache=True, fastmath=_FAST)
+def _stencil(x, out):
+    """Write ([1,2,1] x [1,2,1]) * x, zero padded, into out (`road._stencil`)."""
+    h, w = x.shape
+    t = np.zeros(w + 2, x.dtype)
+    for i in range(h):
+        _column_sum(x, i, t)
+        o = out[i]
+        for j in range(w):
+            o[j] = t[j] + 2 * t[j + 1] + t[j + 2]
+
+
+@njit(cache=True, fastmath=_FAST)
+def _apply(c, m12, x, out, t):
+    """Write A x into out (x zero off the unknown pixels); returns the dot product x . A x."""
+    h, w = x.shape
+    total = 0.0
+    for i in range(h):
+        _column_sum(x, i, t)
+        cr, mr, xr, o = c[i], m12[i], x[i], out[i]
+        row = 0.0
+        for j in range(w):
+            v = cr[j] * xr[j] - mr[j] * (t[j] + 2 * t[j + 1] + t[j + 2])
+            o[j] = v
+            row += v * xr[j]
+        total += row
+    return total
+
+
+@njit(cache=True, fastmath=_FAST)
+def _residual(b, c, m12, x, out, t):
+    """Write b - A x into out."""
+    h, w = x.shape
+    for i in range(h):
+        _column_sum(x, i, t)
+        br, cr, mr, xr, o = b[i], c[i], m12[i], x[i], out[i]
+        for j in range(w):
+            o[j] = br[j] - cr[j] * xr[j] + mr[j] * (t[j] + 2 * t[j + 1] + t[j + 2])
+
+
+@njit(cache=True, fastmath=_FAST)
+def _residual_above(b, c, m12, x, out, t, target):
+    """Write b - A x into out; returns how many of its entries exceed target in magnitude.
+
+    A count, not the max: LLVM vectorises a count but not a max reduction (10x slower).
+    """
+    h, w = x.shape
+    above = 0
+    for i in range(h):
+        _column_sum(x, i, t)
+        br, cr, mr, xr, o = b[i], c[i], m12[i], x[i], out[i]
+        for j in range(w):
+            v = br[j] - cr[j] * xr[j] + mr[j] * (t[j] + 2 * t[j + 1] + t[j + 2])
+            o[j] = v
+            above += abs(v) > target
+    return above
+
+
+@njit(cache=True, fastmath=_FAST)
+def _jacobi(dinv, r, z):
+    """Set z to D^-1 r."""
+    h, w = z.shape
+    for i in range(h):
+        dr, rr, zr = dinv[i], r[i], z[i]
+        for j in range(w):
+            zr[j] = dr[j] * rr[j]
+
+
+@njit(cache=True, fastmath=_FAST)
+def _jacobi_add(dinv, r, z):
+    """Add D^-1 r to z."""
+    h, w = z.shape
+    for i in range(h):
+        dr, rr, zr = dinv[i], r[i], z[i]
+        for j in range(w):
+            zr[j] += dr[j] * rr[j]
+
+
+@njit(cache=True, fastmath=_FAST)
+def _restrict_row(src, dst, pad):
+    """Write the adjoint of `_prolong_add`'s row interpolation of src into dst (pad: scratch).
+
+    The prolongation replicates the coarse row at both ends, so the adjoint folds those ghost
+    cells back onto the first and last coarse cells.
+    """
+    w = src.shape[0]
+    wc = dst.shape[0]
+    pad[0] = 0.0
+    for j in range(w):
+        pad[j + 1] = src[j]
+    for j in range(w + 1, 2 * wc + 2):
+        pad[j] = 0.0
+    for k in range(wc):
+        dst[k] = 0.75 * (pad[2 * k + 1] + pad[2 * k + 2]) + 0.25 * (pad[2 * k] + pad[2 * k + 3])
+    dst[0] += 0.25 * src[0]
+    if 2 * wc - 1 < w:
+        dst[wc - 1] += 0.25 * src[2 * wc - 1]
+
+
+@njit(cache=True, fastmath=_FAST)
+def _restrict(x, mc, out, line, pad):
+    """Write mc * P^T x into out: `_prolong_add`'s exact adjoint, masked.
+
+    Rows first (each coarse row from up to four fine ones, folding the replicated ghost rows
+    back at both ends), then columns, on half as many rows. line: w scratch, pad: 2 wc + 2.
+    """
+    h, w = x.shape
+    hc = out.shape[0]
+    for k in range(hc):
+        a = x[2 * k]
+        if k > 0 and 2 * k + 2 < h:
+            b, c, d = x[2 * k + 1], x[2 * k - 1], x[2 * k + 2]
+            for j in range(w):
+                line[j] = 0.75 * (a[j] + b[j]) + 0.25 * (c[j] + d[j])
+        else:
+            for j in range(w):
+                line[j] = 0.75 * a[j]
+            if 2 * k + 1 < h:
+                b = x[2 * k + 1]
+                for j in range(w):
+                    line[j] += 0.75 * b[j]
+            b = x[2 * k - 1] if k > 0 else a  # row 0 also takes its ghost's share
+            for j in range(w):
+                line[j] += 0.25 * b[j]
+            if 2 * k + 1 < h:  # below: the next pair's first row, or the last row's ghost
+                b = x[2 * k + 2] if 2 * k + 2 < h else x[2 * k + 1]
+                for j in range(w):
+                    line[j] += 0.25 * b[j]
+        o, mr = out[k], mc[k]
+        _restrict_row(line, o, pad)
+        for j in range(o.shape[0]):
+            o[j] *= mr[j]
+
+
+@njit(cache=True, fastmath=_FAST)
+def _prolong_add(xc, m, out, wide, ext):
+    """Add m * P xc to out: cell-centred bilinear upsampling by 2, replicating at the border.
+
+    Columns first, on the coarse rows (into wide: hc x w scratch), then rows, contiguous.
+    ext: wc + 2 scratch (a coarse row with its ghost cells).
+    """
+    h, w = out.shape
+    hc, wc = xc.shape
+    for k in range(hc):
+        src, dst = xc[k], wide[k]
+        ext[0] = src[0]
+        for q in range(wc):
+            ext[q + 1] = src[q]
+        ext[wc + 1] = src[wc - 1]
+        for q in range(w // 2):
+            dst[2 * q] = 0.75 * ext[q + 1] + 0.25 * ext[q]
+            dst[2 * q + 1] = 0.75 * ext[q + 1] + 0.25 * ext[q + 2]
+        if w % 2:
+            dst[w - 1] = 0.75 * ext[wc] + 0.25 * ext[wc - 1]
+    for i in range(h):
+        near = i // 2
+        far = near + 1 if i % 2 else near - 1
+        if far < 0 or far >= hc:
+            far = near
+        a, b, o, mr = wide[near], wide[far], out[i], m[i]
+        for j in range(w):
+            o[j] += mr[j] * (0.75 * a[j] + 0.25 * b[j])
+
+
+@njit(cache=True)
+def _any2x2(u, out):
+    """Mark in out the coarse cells with any of their 2 x 2 children set (odd sides padded)."""
+    out[:] = False
+    h, w = u.shape
+    for i in range(h):
+        for j in range(w):
+            if u[i, j]:
+                out[i // 2, j // 2] = True
+
+
+@njit(cache=True)
+def _allocate(h, w):
+    """Every array the solver needs for images of h x w, allocated once per call.
+
+    Returns (grids, scratch, work). grids: per grid of the hierarchy, the weight of the
+    in-image neighbours (which depends on the shape only), the unknown cells, the operator in
+    float64 (m, c, m12: the fine grid's for conjugate gradients, all of them to build the
+    hierarchy) and in float32 for the V-cycle (m, c, m12, D^-1). scratch: float64 arrays to
+    build the hierarchy. work: float32 arrays for the V-cycle.
+    """
+    inside = np.ones((h, w), np.bool_)
+    weights = []
+    while True:
+        hi, wi = inside.shape
+        ins = inside.astype(np.float64)
+        s = np.empty((hi, wi))
+        _stencil(ins, s)
+        weights.append(s / 12 - ins / 3)
+        if max(hi, wi) <= COARSEST:
+            break
+        coarse = np.empty(((hi + 1) // 2, (wi + 1) // 2), np.bool_)
+        _any2x2(inside, coarse)
+        inside = coarse
+    n = len(weights)
+    shapes = [x.shape for x in weights]
+    wides = [(shapes[min(k + 1, n - 1)][0], shapes[k][1]) for k in range(n)]
+    f64, f32 = np.float64, np.float32
+    grids = (weights, [np.zeros(s, np.bool_) for s in shapes],
+             [np.zeros(s) for s in shapes], [np.zeros(s) for s in shapes],
+             [np.zeros(s) for s in shapes], [np.zeros(s, f32) for s in shapes],
+             [np.zeros(s, f32) for s in shapes], [np.zeros(s, f32) for s in shapes],
+             [np.zeros(s, f32) for s in shapes])
+
+    def buffers(dtype):
+        return ([np.zeros(s, dtype) for s in shapes], [np.zeros(s, dtype) for s in shapes],
+                [np.zeros(s, dtype) for s in wides],
+                [np.zeros(2 * s[1] + 2, dtype) for s in shapes],
+                [np.zeros(s[1], dtype) for s in shapes],
+                [np.zeros(s[1] + 2, dtype) for s in shapes],
+                [np.zeros(s[1] + 2, dtype) for s in shapes])
+
+    a, b, wide, pads, lines, exts, ts = buffers(f64)
+    scratch = (a, b, wide, pads, lines, exts, ts)
+    a, b, wide, pads, lines, exts, ts = buffers(f32)
+    work = ([np.zeros(s, f32) for s in shapes], a, b, wide, pads, lines, exts, ts)
+    return grids, scratch, work
+
+
+@njit(cache=True)
+def _build(grids, scratch, union):
+    """Fill grids with the hierarchy of `road._build` for these unknown pixels.
+
+    A coarse cell is unknown when any of its children is; each grid has the stencil
+    rediscretised, its diagonal raised by `ROW_SUM_SHARE` of what the Galerkin row sum has in
+    excess. Returns the inverse of the coarsest operator (identity rows on its known cells).
+    """
+    weights, unknown, m, c, m12, m32, c32, m12_32, dinv32 = grids
+    a, b, wide, pads, lines, exts, ts = scratch
+    unknown[0][:] = union
+    for k in range(len(weights)):
+        if k:
+            _any2x2(unknown[k - 1], unknown[k])
+        u, weight = unknown[k], weights[k]
+        mk, ck, m12k = m[k], c[k], m12[k]
+        h, w = u.shape
+        for i in range(h):
+            for j in range(w):
+                mm = 1.0 if u[i, j] else 0.0
+                mk[i, j] = mm
+                ck[i, j] = mm * (weight[i, j] + 1 / 3)
+                m12k[i, j] = mm / 12
+        extra = b[k]
+        extra[:] = 0.0
+        if k:
+            fine = a[k - 1]
+            fine[:] = 0.0
+            _prolong_add(mk, m[k - 1], fine, wide[k - 1], exts[k])
+            _apply(c[k - 1], m12[k - 1], fine, b[k - 1], ts[k - 1])
+            _restrict(b[k - 1], mk, a[k], lines[k - 1], pads[k])
+            _apply(ck, m12k, mk, extra, ts[k])
+            for i in range(h):
+                for j in range(w):
+                    extra[i, j] = ROW_SUM_SHARE * max(a[k][i, j] - extra[i, j], 0.0) * mk[i, j]
+                    ck[i, j] += extra[i, j]
+        for i in range(h):
+            for j in range(w):
+                diag = mk[i, j] * weight[i, j] + extra[i, j]
+                dinv32[k][i, j] = 1 / max(diag, 1e-6) if u[i, j] else 0.0
+                m32[k][i, j] = mk[i, j]
+                c32[k][i, j] = ck[i, j]
+                m12_32[k][i, j] = m12k[i, j]
+    mc, cc = m[-1], c[-1]
+    hc, wc = mc.shape
+    n = hc * wc
+    dense = np.zeros((n, n))
+    for i in range(hc):
+        for j in range(wc):
+            p = i * wc + j
+            if mc[i, j] == 0:
+                dense[p, p] = 1.0
+                continue
+            dense[p, p] = cc[i, j] - 1 / 3
+            for di in range(-1, 2):
+                for dj in range(-1, 2):
+                    ii, jj = i + di, j + dj
+                    if (di or dj) and 0 <= ii < hc and 0 <= jj < wc and mc[ii, jj]:
+                        dense[p, ii * wc + jj] = -(2.0 if di == 0 or dj == 0 else 1.0) / 12
+    return np.linalg.inv(dense).astype(np.float32)
+
+
+@njit(cache=True, fastmath=_FAST)
+def _dense(inverse, m, r, out):
+    """Write m * (inverse @ r) into out, on the coarsest grid."""
+    hc, wc = r.shape
+    n = hc * wc
+    rf, of, mf = r.ravel(), out.ravel(), m.ravel()
+    for p in range(n):
+        row = inverse[p]
+        s = np.float32(0.0)
+        for q in range(n):
+            s += row[q] * rf[q]
+        of[p] = s * mf[p]
+
+
+@njit(cache=True, fastmath=_FAST)
+def _precondition(grids, inverse, work, r):
+    """Return z = M r: a symmetric V(1,1) cycle (Jacobi smoothing, dense coarsest solve).
+
+    r is the fine-grid residual (float64, zero off the unknown pixels); z is a float32 buffer.
+    """
+    ms, cs, m12s, dinvs = grids[5], grids[6], grids[7], grids[8]
+    zs, rs, res, wide, pads, lines, exts, ts = work
+    last = len(ms) - 1
+    if last == 0:
+        rs[0][:] = r
+        _dense(inverse, ms[0], rs[0], zs[0])
+        return zs[0]
+    _jacobi(dinvs[0], r, zs[0])
+    _residual(r, cs[0], m12s[0], zs[0], res[0], ts[0])
+    _restrict(res[0], ms[1], rs[1], lines[0], pads[1])
+    for k in range(1, last):
+        _jacobi(dinvs[k], rs[k], zs[k])
+        _residual(rs[k], cs[k], m12s[k], zs[k], res[k], ts[k])
+        _restrict(res[k], ms[k + 1], rs[k + 1], lines[k], pads[k + 1])
+    _dense(inverse, ms[last], rs[last], zs[last])
+    for k in range(last - 1, 0, -1):
+        _prolong_add(zs[k + 1], ms[k], zs[k], wide[k], exts[k + 1])
+        _residual(rs[k], cs[k], m12s[k], zs[k], res[k], ts[k])
+        _jacobi_add(dinvs[k], res[k], zs[k])
+    _prolong_add(zs[1], ms[0], zs[0], wide[0], exts[1])
+    _residual(r, cs[0], m12s[0], zs[0], res[0], ts[0])
+    _jacobi_add(dinvs[0], res[0], zs[0])
+    return zs[0]
+
+
+@njit(cache=True, fastmath=_FAST)
+def _cg(grids, inverse, work, b, x, r, p, ap, target, max_iter):
+    """Solve A x = b in place until max |b - A x| <= target, or for max_iter iterations.
+
+    Conjugate gradients in float64 preconditioned by `_precondition`; the test uses the true
+    residual b - A x, which is left in r. p and ap are scratch. Returns the iterations.
+    """
+    c, m12 = grids[3][0], grids[4][0]
+    h, w = b.shape
+    t = np.zeros(w + 2)
+    if not _residual_above(b, c, m12, x, r, t, target):
+        return 0
+    z = _precondition(grids, inverse, work, r)
+    rz = 0.0
+    for i in range(h):
+        for j in range(w):
+            p[i, j] = z[i, j]
+            rz += r[i, j] * z[i, j]
+    for iteration in range(max_iter):
+        alpha = rz / max(_apply(c, m12, p, ap, t), 1e-300)
+        above = 0
+        for i in range(h):
+            for j in range(w):
+                x[i, j] += alpha * p[i, j]
+                v = r[i, j] - alpha * ap[i, j]
+                r[i, j] = v
+                above += abs(v) > target
+        if not above and not _residual_above(b, c, m12, x, r, t, target):
+            return iteration + 1
+        z = _precondition(grids, inverse, work, r)
+        rz_new = 0.0
+        for i in range(h):
+            for j in range(w):
+                rz_new += r[i, j] * z[i, j]
+        beta = rz_new / rz
+        rz = rz_new
+        for i in range(h):
+            for j in range(w):
+                p[i, j] = z[i, j] + beta * p[i, j]
+    _residual(b, c, m12, x, r, t)
+    return max_iter
+
+
+@njit(cache=True, fastmath=_FAST)
+def _amax(x):
+    """The max of |x| over a 2-D array.
+
+    Kept in 8 running maxima, one per vector lane, which LLVM vectorises (a single running max
+    runs 4x slower).
+    """
+    flat = x.ravel()
+    n = flat.shape[0]
+    lanes = np.zeros(8, x.dtype)
+    for start in range(0, n - n % 8, 8):
+        for lane in range(8):
+            v = abs(flat[start + lane])
+            lanes[lane] = v if v > lanes[lane] else lanes[lane]
+    top = lanes.max()
+    for k in range(n - n % 8, n):
+        top = max(top, abs(flat[k]))
+    return top
+
+
+@njit(cache=True, fastmath=_FAST)
+def _as_float(m, out):
+    """Write the bool mask m into out as 0 and 1."""
+    h, w = m.shape
+    for i in range(h):
+        for j in range(w):
+            out[i, j] = m[i, j]
+
+
+@njit(cache=True, fastmath=_FAST)
+def _system(values, unknown, mask, known, s, b, x):
+    """Add one image's right-hand sides to b and its start to x (C x h x w each).
+
+    b is the stencil of the known pixels on the unknown ones; x starts from the mean of the
+    known pixels, which removes the constant part of the error. mask, known, s: scratch.
+    """
+    channels, h, w = values.shape
+    _as_float(unknown, mask)
+    kept = h * w - mask.sum()
+    for ch in range(channels):
+        v = values[ch]
+        for i in range(h):
+            for j in range(w):
+                known[i, j] = v[i, j] * (1 - mask[i, j])
+        _stencil(known, s)
+        mean = known.sum() / kept
+        bc, xc = b[ch], x[ch]
+        for i in range(h):
+            for j in range(w):
+                bc[i, j] += s[i, j] * mask[i, j] / 12
+                xc[i, j] += mean * mask[i, j]
+
+
+@njit(cache=True)
+def solve(values, unknown, groups, tol, max_iter):
+    """The certified fills of the unknown pixels of B images, one system per group.
+
+    values: B x C x H x W float32; unknown: B x H x W bool; groups: G x 2 int64, the images
+    solved as one system (-1: none), whose unknown pixels must be nowhere 8-adjacent (see
+    `road._pairs`); every image needs a known pixel. Returns the fills (B x C x H x W float32,
+    zero on known pixels), the bound of their max abs error per image and channel (B x C:
+    ||A^-1||_inf * max|b - A x| plus the rounding to float32, as `road._solve`), the bound of
+    ||A^-1||_inf per group (G) and the conjugate-gradient iterations per group and channel, the
+    last channel being the solve that bounds ||A^-1||_inf (G x C + 1).
+    """
+    count, channels, h, w = values.shape
+    grids, scratch, work = _allocate(h, w)
+    fill = np.zeros((count, channels, h, w), np.float32)
+    bound = np.zeros((count, channels))
+    norms = np.zeros(len(groups))
+    iterations = np.zeros((len(groups), channels + 1), np.int64)
+    union = np.zeros((h, w), np.bool_)
+    b = np.zeros((channels, h, w))
+    x = np.zeros((channels, h, w))
+    r = np.zeros((channels, h, w))
+    mask, known, s, p, ap, z, rz = np.zeros((7, h, w))
+    eps = np.finfo(np.float32).eps
+    for k in range(len(groups)):
+        union[:] = False
+        b[:] = 0.0
+        x[:] = 0.0
+        for g in groups[k]:
+            if g < 0:
+                continue
+            union |= unknown[g]
+            _system(values[g], unknown[g], mask, known, s, b, x)
+        inverse = _build(grids, scratch, union)
+        # z with A z >= 1 - Z_RESIDUAL bounds ||A^-1||_inf (`road._inverse_norm_bound`).
+        z[:] = 0.0
+        iterations[k, channels] = _cg(grids, inverse, work, grids[2][0], z, rz, p, ap,
+                                      Z_RESIDUAL, max_iter)
+        mu = 1 - rz.max()
+        norm = z.max() / mu if mu > 0 else np.inf
+        norms[k] = norm
+        for ch in range(channels):
+            iterations[k, ch] = _cg(grids, inverse, work, b[ch], x[ch], r[ch], p, ap,
+                                    tol / norm, max_iter)
+        for g in groups[k]:
+            if g < 0:
+                continue
+            _as_float(unknown[g], mask)
+            for ch in range(channels):
+                f = fill[g, ch]
+                f[:] = x[ch] * mask
+                residual = _amax(r[ch] * mask)
+                rounding = eps * _amax(f)
+                bound[g, ch] = (residual * norm if residual > 0 else 0.0) + rounding
+    return fill, bound, norms, iterations
