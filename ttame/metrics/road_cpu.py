@@ -334,7 +334,7 @@ def _build(grids, scratch, union):
                     ii, jj = i + di, j + dj
                     if (di or dj) and 0 <= ii < hc and 0 <= jj < wc and mc[ii, jj]:
                         dense[p, ii * wc + jj] = -(2.0 if di == 0 or dj == 0 else 1.0) / 12
-    return np.linalg.inv(dense).astype(np.float32)
+    return np.ascontiguousarray(np.linalg.inv(dense)).astype(np.float32)
 
 
 @njit(cache=True, fastmath=_FAST)
@@ -500,7 +500,9 @@ def solve(values, unknown, groups, tol, max_iter):
     b = np.zeros((channels, h, w))
     x = np.zeros((channels, h, w))
     r = np.zeros((channels, h, w))
-    mask, known, s, p, ap, z, rz = np.zeros((7, h, w))
+    mask, known, s, p, ap, z, rz = (np.zeros((h, w)), np.zeros((h, w)), np.zeros((h, w)),
+                                    np.zeros((h, w)), np.zeros((h, w)), np.zeros((h, w)),
+                                    np.zeros((h, w)))
     eps = np.finfo(np.float32).eps
     for k in range(len(groups)):
         union[:] = False
