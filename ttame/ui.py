@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -36,7 +37,7 @@ from ttame.errors import HeadError, TimeBudgetError, TTameError
 from ttame.explainer import REPO_ID, Explainer, UntrainedHeadWarning, load_head
 from ttame.images import Geometry, heatmap, load_image, map_to_original, overlay, preprocess
 from ttame.methods import METHODS, MethodOptions
-from ttame.metrics import perturbation
+from ttame.metrics import perturbation, road_cpu
 from ttame.metrics.road import road_scores
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
@@ -846,6 +847,8 @@ def serve(
     core, and a full queue turns new requests away instead of piling up memory, as does the
     cap on sessions whose pictures are kept.
     """
+    # ROAD's solver compiles on first use (20-30 s once per machine): do it before a click.
+    threading.Thread(target=road_cpu.warm_up, name="road-warm-up", daemon=True).start()
     demo.queue(default_concurrency_limit=2, max_size=32)
     demo.launch(
         server_name=host,
