@@ -230,6 +230,19 @@ def test_float64_images_stay_float64() -> None:
     assert (out[0] - expected).abs().max().item() <= 1e-3
 
 
+def test_concurrent_imputations_match_one_at_a_time() -> None:
+    """The CPU solver runs without the GIL (the app imputes in worker threads)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    g = torch.Generator().manual_seed(8)
+    jobs = [(torch.rand(4, 3, 40, 40, generator=g),
+             _road_masks(_smooth_random_map(40, 40, k))[k:k + 4]) for k in range(4)]
+    alone = [noisy_linear_impute(images, masks, noise=0.0) for images, masks in jobs]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda job: noisy_linear_impute(*job, noise=0.0), jobs))
+    assert all(torch.equal(a, b) for a, b in zip(alone, together, strict=True))
+
+
 def test_torch_threads_do_not_change_the_fill() -> None:
     images = torch.rand(6, 3, 32, 32, generator=torch.Generator().manual_seed(7))
     masks = _road_masks(_blob_map(32, 32, 10, 20, 6))[4:10]

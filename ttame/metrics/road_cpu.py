@@ -12,7 +12,8 @@ saves the fine grid's stencils with an additive step: the full cycle needs a thi
 iterations, and here the stencils are cheap.
 
 Arrays are 2-D, one channel at a time, C-contiguous. Every function is compiled on first use
-and cached on disk (``cache=True``), so only the first call on a machine pays the compilation.
+and cached on disk (``cache=True``), so only the first call on a machine pays the compilation
+(`warm_up`). `solve` releases the GIL: the app's other requests go on while it runs.
 """
 
 from __future__ import annotations
@@ -478,7 +479,7 @@ def _system(values, unknown, mask, known, s, b, x):
                 xc[i, j] += mean * mask[i, j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def solve(values, unknown, groups, tol, max_iter):
     """The certified fills of the unknown pixels of B images, one system per group.
 
