@@ -112,23 +112,17 @@ def _residual_above(b, c, m12, x, out, t, target):
 
 
 @njit(cache=True, fastmath=_FAST)
-def _jacobi(dinv, r, z):
-    """Set z to D^-1 r."""
+def _jacobi(dinv, r, z, add):
+    """Set z to D^-1 r, or add D^-1 r to z."""
     h, w = z.shape
     for i in range(h):
         dr, rr, zr = dinv[i], r[i], z[i]
-        for j in range(w):
-            zr[j] = dr[j] * rr[j]
-
-
-@njit(cache=True, fastmath=_FAST)
-def _jacobi_add(dinv, r, z):
-    """Add D^-1 r to z."""
-    h, w = z.shape
-    for i in range(h):
-        dr, rr, zr = dinv[i], r[i], z[i]
-        for j in range(w):
-            zr[j] += dr[j] * rr[j]
+        if add:
+            for j in range(w):
+                zr[j] += dr[j] * rr[j]
+        else:
+            for j in range(w):
+                zr[j] = dr[j] * rr[j]
 
 
 @njit(cache=True, fastmath=_FAST)
@@ -365,21 +359,21 @@ def _precondition(grids, inverse, work, r):
         rs[0][:] = r
         _dense(inverse, ms[0], rs[0], zs[0])
         return zs[0]
-    _jacobi(dinvs[0], r, zs[0])
+    _jacobi(dinvs[0], r, zs[0], False)
     _residual(r, cs[0], m12s[0], zs[0], res[0], ts[0])
     _restrict(res[0], ms[1], rs[1], lines[0], pads[1])
     for k in range(1, last):
-        _jacobi(dinvs[k], rs[k], zs[k])
+        _jacobi(dinvs[k], rs[k], zs[k], False)
         _residual(rs[k], cs[k], m12s[k], zs[k], res[k], ts[k])
         _restrict(res[k], ms[k + 1], rs[k + 1], lines[k], pads[k + 1])
     _dense(inverse, ms[last], rs[last], zs[last])
     for k in range(last - 1, 0, -1):
         _prolong_add(zs[k + 1], ms[k], zs[k], wide[k], exts[k + 1])
         _residual(rs[k], cs[k], m12s[k], zs[k], res[k], ts[k])
-        _jacobi_add(dinvs[k], res[k], zs[k])
+        _jacobi(dinvs[k], res[k], zs[k], True)
     _prolong_add(zs[1], ms[0], zs[0], wide[0], exts[1])
     _residual(r, cs[0], m12s[0], zs[0], res[0], ts[0])
-    _jacobi_add(dinvs[0], res[0], zs[0])
+    _jacobi(dinvs[0], res[0], zs[0], True)
     return zs[0]
 
 
