@@ -144,3 +144,24 @@ def test_fused_size_is_the_largest_map_capped():
     maps = [torch.rand(1, 4, 80, 60), torch.rand(1, 6, 10, 10), torch.rand(1, 8, 5, 5)]
     assert head.fused_size(maps) == (56, 56)
     assert head(maps).shape == (1, 10, 56, 56)
+
+
+def test_head_equals_resize_concatenate_fuse():
+    """SPEC order: branch, resize to the fused size, concatenate, fuse. The head projects onto
+    the requested classes first and resizes only their maps, which must give the same maps."""
+    head = fresh_head(tiny_explainer().backbone).eval()
+    torch.nn.init.normal_(head.fuser.weight)
+    torch.nn.init.normal_(head.fuser.bias)
+    maps = [torch.rand(2, 4, 80, 60), torch.rand(2, 6, 10, 10), torch.rand(2, 8, 5, 5)]
+    size = head.fused_size(maps)
+    features = torch.cat([
+        torch.nn.functional.interpolate(branch(x), size=size, mode="bilinear")
+        for branch, x in zip(head.branches, maps, strict=True)
+    ], 1)
+    expected = head.fuser(features)
+    with torch.no_grad():
+        assert torch.allclose(head(maps), expected, atol=1e-4)
+        assert torch.allclose(head(maps, torch.tensor([3, 1])), expected[:, [3, 1]], atol=1e-4)
+        per_image = torch.tensor([[0, 9], [5, 5]])
+        assert torch.allclose(head(maps, per_image), expected[torch.arange(2)[:, None], per_image],
+                              atol=1e-4)

@@ -2,8 +2,9 @@
 
 One branch per tapped map (1x1 conv, BatchNorm, skip, ReLU), bilinearly resized to the largest
 map's size (capped at 56x56), concatenated and fused by a 1x1 conv into one map per class.
-The fusion is linear, so the maps of a few classes are computed from only those classes'
-weights: explaining one class costs ``sum C`` multiply-adds per pixel, not ``K * sum C``.
+The fusion and the resizing are linear, so the maps of a few classes are computed from only
+those classes' weights, before the resizing: explaining one class costs ``sum C`` multiply-adds
+per pixel of each tapped map and resizes one map per tap, not ``sum C`` channels.
 """
 
 from __future__ import annotations
@@ -79,41 +80,6 @@ class AttentionHead(
         h, w = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
         return min(int(h), self.max_size), min(int(w), self.max_size)
 
-    def features(self, maps: list[torch.Tensor]) -> torch.Tensor:
-        """The concatenated branch outputs ``B x sum(C) x h x w`` that the fusion weighs."""
-        got = [int(m.shape[1]) for m in maps]
-        if got != self.in_channels:
-            raise HeadError(
-                f"This head expects tapped maps with channels {self.in_channels} "
-                f"(layers {self.layers} of '{self.backbone}') but got {got}: the head does not "
-                "fit this backbone."
-            )
-        size = self.fused_size(maps)
-        out = []
-        for branch, x in zip(self.branches, maps, strict=True):
-            y = branch(x)
-            if tuple(y.shape[-2:]) != size:
-                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
-            out.append(y)
-        return torch.cat(out, dim=1)
-
-    def fuse(self, features: torch.Tensor, classes: torch.Tensor | None = None) -> torch.Tensor:
-        """Class maps ``c`` before the sigmoid, for the classes asked for only.
-
-        ``classes``: None for all K (``B x K x h x w``); a 1-D tensor of M classes shared by
-        every image (``B x M x h x w``, a single convolution with the selected weights); or a
-        ``B x M`` tensor of per-image classes (``B x M x h x w``).
-        """
-        weight = self.fuser.weight.flatten(1)  # K x sum(C)
-        bias = self.fuser.bias
-        if classes is None:
-            return self.fuser(features)
-        if classes.dim() == 1:
-            return F.conv2d(features, weight[classes, :, None, None], bias[classes])
-        selected = weight[classes].to(features.dtype)  # B x M x sum(C)
-        maps = torch.einsum("bmc,bchw->bmhw", selected, features)
-        return maps + bias[classes].to(maps.dtype)[..., None, None]
-
     @torch.no_grad()
     def init_from_classifier(
         self, weight: torch.Tensor, bias: torch.Tensor, scale: float = 1.0, shift: float = 0.0
@@ -141,5 +107,39 @@ class AttentionHead(
     def forward(
         self, maps: list[torch.Tensor], classes: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Class maps ``c`` (logits of the attention mask; ``sigmoid(c)`` is the mask)."""
-        return self.fuse(self.features(maps), classes)
+        """Class maps ``c`` (logits of the attention mask; ``sigmoid(c)`` is the mask).
+
+        ``classes``: None for all K (``B x K x h x w``); a 1-D tensor of M classes shared by
+        every image (``B x M x h x w``); or a ``B x M`` tensor of per-image classes.
+
+        Equal to resizing every branch output, concatenating and fusing, but computed in the
+        cheaper order: each branch output is projected onto the requested classes' fusion
+        weights at its own size, and only those M maps are resized (resizing acts on each
+        channel alike, so it commutes with the 1x1 fusion) and summed.
+        """
+        got = [int(m.shape[1]) for m in maps]
+        if got != self.in_channels:
+            raise HeadError(
+                f"This head expects tapped maps with channels {self.in_channels} "
+                f"(layers {self.layers} of '{self.backbone}') but got {got}: the head does not "
+                "fit this backbone."
+            )
+        size = self.fused_size(maps)
+        weight = self.fuser.weight.flatten(1)  # K x sum(C)
+        bias = self.fuser.bias
+        if classes is not None:
+            weight, bias = weight[classes], bias[classes]  # (B x) M x sum(C), (B x) M
+        out = None
+        for branch, x, part in zip(
+            self.branches, maps, weight.split(self.in_channels, dim=-1), strict=True
+        ):
+            y = branch(x)
+            if part.dim() == 2:
+                y = F.conv2d(y, part[:, :, None, None])
+            else:
+                y = torch.einsum("bmc,bchw->bmhw", part.to(y.dtype), y)
+            if tuple(y.shape[-2:]) != size:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            out = y if out is None else out + y
+        bias = bias[None] if bias.dim() == 1 else bias
+        return out + bias.to(out.dtype)[..., None, None]
