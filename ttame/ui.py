@@ -847,7 +847,7 @@ def serve(
     core, and a full queue turns new requests away instead of piling up memory, as does the
     cap on sessions whose pictures are kept.
     """
-    # ROAD's solver compiles on first use (20-30 s once per machine): do it before a click.
+    # ROAD's solver compiles on first use (about 17 s once per machine): do it before a click.
     threading.Thread(target=road_cpu.warm_up, name="road-warm-up", daemon=True).start()
     demo.queue(default_concurrency_limit=2, max_size=32)
     demo.launch(

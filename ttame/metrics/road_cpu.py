@@ -211,6 +211,19 @@ def _prolong_add(xc, m, out, wide, ext):
             o[j] += mr[j] * (0.75 * a[j] + 0.25 * b[j])
 
 
+@njit(cache=True, fastmath=_FAST)
+def _copy(src, out):
+    """Copy the 2-D array src into out, casting as it goes.
+
+    A loop rather than ``out[:] = src``, whose broadcasting machinery takes Numba seconds to
+    compile.
+    """
+    h, w = out.shape
+    for i in range(h):
+        for j in range(w):
+            out[i, j] = src[i, j]
+
+
 @njit(cache=True)
 def _any2x2(u, out):
     """Mark in out the coarse cells with any of their 2 x 2 children set (odd sides padded)."""
@@ -280,7 +293,7 @@ def _build(grids, scratch, union):
     """
     weights, unknown, m, c, m12, m32, c32, m12_32, dinv32 = grids
     a, b, wide, pads, lines, exts, ts = scratch
-    unknown[0][:] = union
+    _copy(union, unknown[0])
     for k in range(len(weights)):
         if k:
             _any2x2(unknown[k - 1], unknown[k])
@@ -356,7 +369,7 @@ def _precondition(grids, inverse, work, r):
     zs, rs, res, wide, pads, lines, exts, ts = work
     last = len(ms) - 1
     if last == 0:
-        rs[0][:] = r
+        _copy(r, rs[0])
         _dense(inverse, ms[0], rs[0], zs[0])
         return zs[0]
     _jacobi(dinvs[0], r, zs[0], False)
@@ -524,8 +537,10 @@ def solve(values, unknown, groups, tol, max_iter):
                 continue
             _as_float(unknown[g], mask)
             for ch in range(channels):
-                f = fill[g, ch]
-                f[:] = x[ch] * mask
+                f, xc = fill[g, ch], x[ch]
+                for i in range(h):
+                    for j in range(w):
+                        f[i, j] = xc[i, j] * mask[i, j]
                 residual = _amax(r[ch] * mask)
                 rounding = eps * _amax(f)
                 bound[g, ch] = (residual * norm if residual > 0 else 0.0) + rounding
@@ -535,7 +550,7 @@ def solve(values, unknown, groups, tol, max_iter):
 def warm_up() -> None:
     """Compile the solver now rather than at its first use (or load it from Numba's cache).
 
-    Compiling takes 20-30 s once per machine and Python version; later processes load the
+    Compiling takes about 17 s once per machine and Python version; later processes load the
     compiled code in about 0.2 s. The setup script runs this at install, the app at start-up.
     """
     unknown = np.zeros((1, 4, 4), np.bool_)
