@@ -169,7 +169,7 @@ class _Grid:
                                 0.0).to(self.dtype)
 
     def buffer(self, name: str, channels: int) -> torch.Tensor:
-        """A reusable B x channels x h x w work array (allocation is costly on the CPU)."""
+        """A reusable B x channels x h x w work array (no allocation per iteration)."""
         return self.scratch(name, (self.unknown.shape[0], channels, *self.shape))
 
     def scratch(self, name: str, size: tuple[int, ...]) -> torch.Tensor:
