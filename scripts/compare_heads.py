@@ -20,17 +20,12 @@ from ttame.backbones import get_spec
 from ttame.explainer import Explainer, load_head
 from ttame.head import AttentionHead
 from ttame.taps import build_backbone
-from ttame.training import load_checkpoint
+from ttame.training import head_from_checkpoint
 
 
 def head_from(source: Path) -> AttentionHead:
     """A head folder, or the head inside a training checkpoint."""
-    if source.is_file():
-        saved = load_checkpoint(source)
-        head = AttentionHead(**saved["head_config"])
-        head.load_state_dict(saved["head"])
-        return head.eval()
-    return load_head(source)
+    return head_from_checkpoint(source) if source.is_file() else load_head(source)
 
 
 @torch.no_grad()
@@ -47,8 +42,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path)
     parser.add_argument("b", type=Path)
-    parser.add_argument("--photos", type=Path, default=Path("data/eval_photos"))
-    parser.add_argument("--groundtruth", type=Path, default=Path("data/groundtruth"))
+    parser.add_argument("--photos", type=Path, default=Path("data/eval_photos/dev"))
+    parser.add_argument("--groundtruth", type=Path, default=Path("data/groundtruth/dev"))
     args = parser.parse_args()
     first, second = head_from(args.a), head_from(args.b)
     spec = get_spec(first.backbone)

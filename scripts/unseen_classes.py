@@ -130,8 +130,8 @@ def main() -> None:
                         help="summary.json of the training run (its label_counts)")
     parser.add_argument("--head", action="append", required=True,
                         help="NAME=FOLDER, or cam0 (untrained CAM initialisation); repeatable")
-    parser.add_argument("--photos", type=Path, default=Path("data/eval_photos"))
-    parser.add_argument("--groundtruth", type=Path, default=Path("data/groundtruth"))
+    parser.add_argument("--photos", type=Path, default=Path("data/eval_photos/dev"))
+    parser.add_argument("--groundtruth", type=Path, default=Path("data/groundtruth/dev"))
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     seen = {int(k) for k in json.loads(args.seen.read_text())["label_counts"]}

