@@ -6,8 +6,9 @@ Per backbone it expects ``<backbone>_photos.json`` (the fast methods on every ev
 photo), ``<backbone>_photos_slow.json`` (Score-CAM and RISE on a spread subset) and
 ``<backbone>_groundtruth.json`` (localisation on the composites); a missing one is left out.
 The fast methods are re-scored on the slow run's subset from their per-image records, so that
-every method is compared on the same photos. The hand-written reading between the
-``reading`` markers of an existing docs/results.md is kept.
+every method is compared on the same photos. A report run with ``--against METHOD`` also gets
+its paired table (every method minus METHOD, image by image), and so does the subset. The
+hand-written reading between the ``reading`` markers of an existing docs/results.md is kept.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 from pathlib import Path
 
 from ttame.evaluate import Settings, markdown_table, plot_curves, summarise
+from ttame.paired import paired_block, paired_table
 
 START, END = "<!-- reading -->", "<!-- /reading -->"
 BACKBONES = ("mobilenet_v2", "efficientnet_lite0")
@@ -38,11 +40,31 @@ def subset_report(fast: dict, slow: dict) -> dict:
         seed=slow["bootstrap"]["seed"],
     )
     resamples = slow["bootstrap"]["resamples"]
-    return {
+    report = {
         **slow,
         "n_images": len(merged),
         "methods": summarise(merged, names, settings, resamples),
     }
+    if "paired" in fast:
+        reference = fast["paired"]["reference"]
+        report["paired"] = paired_block(
+            merged, names, reference, settings, resamples, settings.seed
+        )
+    return report
+
+
+def paired_lines(report: dict) -> list[str]:
+    """The report's paired table under its own heading; nothing when it has none."""
+    paired = report.get("paired")
+    if not paired or not paired["methods"]:
+        return []
+    return [
+        f"Paired: each method minus {paired['reference']}, image by image on the same images "
+        "(a difference can be clear where the intervals above overlap).",
+        "",
+        paired_table(paired),
+        "",
+    ]
 
 
 def section(backbone: str, folder: Path) -> list[str]:
@@ -72,6 +94,7 @@ def section(backbone: str, folder: Path) -> list[str]:
             "",
             markdown_table({k: v for k, v in fast.items() if k != "sanity"}),
             "",
+            *paired_lines(fast),
         ]
         if fast["skipped"]:
             lines += [f"Skipped (unreadable): {', '.join(s['file'] for s in fast['skipped'])}.", ""]
@@ -87,6 +110,7 @@ def section(backbone: str, folder: Path) -> list[str]:
             "",
             markdown_table(both),
             "",
+            *paired_lines(both),
         ]
         plot = folder / f"{backbone}_subset.png"
         plot_curves(both, plot)
@@ -114,6 +138,7 @@ def section(backbone: str, folder: Path) -> list[str]:
             "",
             markdown_table(truth),
             "",
+            *paired_lines(truth),
         ]
     return lines
 

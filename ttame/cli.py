@@ -17,7 +17,13 @@ from collections.abc import Sequence
 
 from ttame.errors import TTameError
 
-SUBCOMMANDS: tuple[str, ...] = ("ttame.cli", "ttame.training", "ttame.evaluate", "ttame.hub")
+SUBCOMMANDS: tuple[str, ...] = (
+    "ttame.cli",
+    "ttame.training",
+    "ttame.evaluate",
+    "ttame.paired",
+    "ttame.hub",
+)
 """Modules whose ``register(subparsers)`` adds subcommands, in the order shown by ``--help``."""
 
 

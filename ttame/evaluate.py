@@ -4,7 +4,8 @@ Each image is explained by each method for the backbone's top-1 class; AD/IC (SP
 3), ROAD and, given ground-truth masks, the pointing game and energy-in-mask are computed per
 image, so that bootstrap intervals can be drawn over images. Under ``torchrun`` each rank takes
 every ``world``-th image and rank 0 gathers the per-image records; the summary depends only on
-the records, never on how they were sharded.
+the records, never on how they were sharded. ``--against METHOD`` adds every other method minus
+METHOD image by image, with paired intervals (:mod:`ttame.paired`).
 """
 
 from __future__ import annotations
@@ -515,6 +516,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="also run the randomisation sanity check on the first N images",
     )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument(
+        "--against",
+        default=None,
+        metavar="METHOD",
+        help="also every other method minus METHOD, per image, with paired intervals "
+        "(METHOD is added to --methods if missing)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seeds RISE, the random map, ROAD")
     parser.set_defaults(handler=run_evaluate)
 
@@ -536,8 +544,16 @@ def head_provenance(head: str | None, backbone: str, trained: bool) -> dict[str,
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    """Load, shard, evaluate, gather on rank 0, print the table, write JSON and plot."""
+    """Load, shard, evaluate, gather on rank 0, print the table(s), write JSON and plot."""
     names = parse_methods(args.methods)
+    against: str | None = None
+    if args.against is not None:
+        chosen = parse_methods(args.against)
+        if len(chosen) != 1:
+            raise TTameError("--against takes one method.")
+        against = chosen[0]
+        if against not in names:
+            names.append(against)
     if (
         min(args.batch_size, args.rise_masks, args.bootstrap, args.limit or 1) < 1
         or min(args.road_limit or 0, args.sanity) < 0
@@ -587,7 +603,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "bootstrap": {"resamples": args.bootstrap, "level": 0.95, "seed": args.seed},
         "options": {"rise_masks": args.rise_masks, "seed": args.seed, "world_size": world},
         "methods": summarise(records, names, settings, args.bootstrap),
-        "records": records,
     }
     chance = chance_levels(records)
     if chance:
@@ -595,7 +610,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.sanity > 0:
         chosen = [items[i] for i in spread(len(items), args.sanity)]
         report["sanity"] = sanity_report(explainer, names, chosen, options)
+    if against is not None:
+        from ttame.paired import paired_block, paired_table
+
+        resamples, seed = args.bootstrap, args.seed
+        report["paired"] = paired_block(records, names, against, settings, resamples, seed)
+    report["records"] = records
     print(markdown_table(report))
+    if "paired" in report:
+        print("\n" + paired_table(report["paired"]))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
     if args.plot:
