@@ -630,3 +630,115 @@ def test_two_processes_with_gloo(tmp_path):
     with (tmp_path / "ddp" / "steps.csv").open() as f:
         assert len(list(csv.DictReader(f))) == 2 * (len(
             folder_sources(tmp_path / "images", 0.2).train) // 4)
+
+
+# --- training made for small data -----------------------------------------------------------
+
+
+def test_shared_fusion_folds_into_a_plain_head_with_the_same_maps():
+    backbone, head, images = tiny_batch(count=4)
+    shared = training.SharedFusion(head)
+    with torch.no_grad():
+        shared.shared.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+    classes = torch.tensor([0, 3, 7])
+    head.eval()
+    _, maps = backbone.forward_features(images)
+    with torch.no_grad():
+        expected = shared(maps, classes)
+        folded = shared.folded().eval()
+        assert torch.allclose(folded(maps, classes), expected, atol=1e-5)
+        assert not torch.allclose(head(maps, classes), expected, atol=1e-3)  # head untouched
+    assert type(folded) is type(head) and folded.state_dict().keys() == head.state_dict().keys()
+
+
+def test_shared_fusion_learns_from_every_image_and_the_head_file_holds_it(tmp_path):
+    write_images(tmp_path / "images", 12)
+    config = tiny_config(tmp_path, shared_fusion=True, optimizer="adamw", lr=0.01,
+                         init="random")
+    trainer = training.Trainer(config, training.setup_runtime("cpu"), None)
+    folder = trainer.run()
+    assert trainer.trainable.shared.abs().sum() > 0
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    written = load_head(folder)
+    expected = trainer.trainable.folded().state_dict()
+    assert all(torch.equal(written.state_dict()[k], expected[k]) for k in expected)
+
+
+def test_low_res_steps_come_first_then_full_size(tmp_path, monkeypatch):
+    write_images(tmp_path / "images", 12)
+    config = tiny_config(tmp_path, low_res=24, low_res_share=0.5, epochs=2)
+    sides = []
+    real = training.compute_loss
+
+    def record(backbone, head, loss_fn, images, *args):
+        if torch.is_grad_enabled():
+            sides.append(images.shape[-1])
+        return real(backbone, head, loss_fn, images, *args)
+
+    monkeypatch.setattr(training, "compute_loss", record)
+    train(config)
+    half = len(sides) // 2
+    assert sides == [24] * half + [32] * (len(sides) - half)
+
+
+def test_resume_is_exact_with_the_small_data_options(tmp_path, monkeypatch):
+    write_images(tmp_path / "images", 20)
+    options = dict(checkpoint_every=1, shared_fusion=True, optimizer="adamw", lr=0.01,
+                   low_res=24, low_res_share=0.5)
+    whole = tiny_config(tmp_path, out=str(tmp_path / "whole"), **options)
+    train(whole)
+    calls = {"n": 0}
+    real = training.compute_loss
+
+    def dies(*args, **kwargs):
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == 5:
+                raise Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(training, "compute_loss", dies)
+    with pytest.raises(Killed):
+        train(tiny_config(tmp_path, out=str(tmp_path / "cut"), **options))
+    monkeypatch.setattr(training, "compute_loss", real)
+    train(tiny_config(tmp_path, out=str(tmp_path / "cut"), resume=True, **options))
+    a, b = head_state(Path(whole.out) / "head"), head_state(tmp_path / "cut" / "head")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_low_res_is_refused_for_a_vit(tmp_path):
+    write_images(tmp_path / "images", 8)
+    with pytest.raises(TrainingError, match="ViT"):
+        train(tiny_config(tmp_path, backbone="tiny_vit", low_res=16))
+
+
+def test_kept_image_keeps_the_top_share_as_the_protocol_scores_it():
+    maps = torch.arange(16.0).reshape(1, 4, 4)
+    kept = training.kept_image(maps, torch.Size([4, 4]), 0.25)
+    normalised = maps / 15
+    assert torch.allclose(kept, normalised * (maps >= 12))
+    assert (kept > 0).float().mean() == 0.25
+
+
+def test_kept_term_adds_a_pass_and_reaches_the_head():
+    backbone, head, images = tiny_batch(count=4)
+    loss_fn = TTameLoss(kept_weight=1.0)
+    terms, _ = compute_loss(backbone, head, loss_fn, images, share=0.3)
+    assert terms.kept > 0
+    plain = TTameLoss()(*_masked_parts(backbone, head, images))
+    assert torch.allclose(terms.total, plain.total + terms.kept, atol=1e-5)
+    terms.kept.backward()
+    assert head.fuser.weight.grad.abs().sum() > 0
+
+
+def _masked_parts(backbone, head, images):
+    """The paper's loss inputs for ``images`` (to compare a loss with and without extras)."""
+    captured = {}
+
+    class Capture(TTameLoss):
+        def forward(self, masked_logits, labels, masks, kept_logits=None):
+            captured["args"] = (masked_logits, labels, masks)
+            return super().forward(masked_logits, labels, masks, kept_logits)
+
+    compute_loss(backbone, head, Capture(), images)
+    return captured["args"]

@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from torchvision import transforms
 
 from ttame.errors import TTameError
 from ttame.images import load_image
+
+if TYPE_CHECKING:
+    from ttame.pool import CompositeMix
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -220,12 +224,14 @@ def pool_sources(
     size: int,
     val_composites: int,
     seed: int,
+    mix: CompositeMix | None = None,
 ) -> DataSources:
     """The offline pool's training side: its photos plus composites drawn anew every epoch.
 
     Validation uses ``val_composites`` fixed composites of the same training-half stamps (a
     different seed, new backgrounds crops and placements), so the evaluation half of the pool
-    stays unseen by anything that happens during training.
+    stays unseen by anything that happens during training. ``mix`` shapes the training
+    composites only; validation keeps single stamps, so runs with other mixes compare.
     """
     from ttame.pool import TrainingPool
     from ttame.pool_sources import SourceError, collect_sources
@@ -235,7 +241,7 @@ def pool_sources(
     try:
         sources = collect_sources(cache, download=False)
         train = TrainingPool(
-            sources, composites_per_epoch=composites_per_epoch, size=size, seed=seed
+            sources, composites_per_epoch=composites_per_epoch, size=size, seed=seed, mix=mix
         )
         val: Dataset | None = None
         if val_composites:

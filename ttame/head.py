@@ -117,6 +117,20 @@ class AttentionHead(
         weights at its own size, and only those M maps are resized (resizing acts on each
         channel alike, so it commutes with the 1x1 fusion) and summed.
         """
+        weight = self.fuser.weight.flatten(1)  # K x sum(C)
+        bias = self.fuser.bias
+        if classes is not None:
+            weight, bias = weight[classes], bias[classes]  # (B x) M x sum(C), (B x) M
+        return self.fuse(maps, weight, bias)
+
+    def fuse(
+        self, maps: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor
+    ) -> torch.Tensor:
+        """Class maps from explicit fusion rows: ``weight`` (B x) M x sum(C), ``bias`` (B x) M.
+
+        :meth:`forward` passes rows of the fusion layer; training passes them plus a part
+        shared by every class (``ttame.training.SharedFusion``), which is later folded in.
+        """
         got = [int(m.shape[1]) for m in maps]
         if got != self.in_channels:
             raise HeadError(
@@ -125,10 +139,6 @@ class AttentionHead(
                 "fit this backbone."
             )
         size = self.fused_size(maps)
-        weight = self.fuser.weight.flatten(1)  # K x sum(C)
-        bias = self.fuser.bias
-        if classes is not None:
-            weight, bias = weight[classes], bias[classes]  # (B x) M x sum(C), (B x) M
         out = None
         for branch, x, part in zip(
             self.branches, maps, weight.split(self.in_channels, dim=-1), strict=True

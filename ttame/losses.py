@@ -50,12 +50,16 @@ def smoothness_loss(masks: torch.Tensor, border: float = 0.3) -> torch.Tensor:
 
 @dataclass
 class LossTerms:
-    """The total loss and its three unweighted terms (for logging)."""
+    """The total loss and its unweighted terms (for logging).
+
+    ``kept``: the cross-entropy on the image kept by the top of the map (0 when not used).
+    """
 
     total: torch.Tensor
     ce: torch.Tensor
     area: torch.Tensor
     tv: torch.Tensor
+    kept: torch.Tensor
 
     def stacked(self) -> torch.Tensor:
         """The four values as one detached float tensor (one reduction across processes)."""
@@ -77,6 +81,7 @@ class TTameLoss(nn.Module):
         tv_weight: float = 0.01,
         area_power: float = 0.3,
         border: float = 0.3,
+        kept_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.ce_weight = ce_weight
@@ -84,18 +89,29 @@ class TTameLoss(nn.Module):
         self.tv_weight = tv_weight
         self.area_power = area_power
         self.border = border
+        self.kept_weight = kept_weight
 
     def forward(
-        self, masked_logits: torch.Tensor, labels: torch.Tensor, masks: torch.Tensor
+        self,
+        masked_logits: torch.Tensor,
+        labels: torch.Tensor,
+        masks: torch.Tensor,
+        kept_logits: torch.Tensor | None = None,
     ) -> LossTerms:
         """Loss of a batch.
 
         ``masked_logits``: the backbone's logits on the masked images (``B x K``); ``labels``:
         its top-1 on the clean images (``B``); ``masks``: ``sigmoid(c)`` at the head's
-        resolution for every image and every batch label (``B x B x h x w``).
+        resolution for every image and every batch label (``B x B x h x w``);
+        ``kept_logits``: the logits on the images kept by the top of their maps, when
+        ``kept_weight`` > 0 (see ``ttame.training.kept_image``).
         """
         ce = F.cross_entropy(masked_logits.float(), labels)
         area = area_loss(masks.float(), self.area_power)
         tv = smoothness_loss(masks.float(), self.border)
         total = self.ce_weight * ce + self.area_weight * area + self.tv_weight * tv
-        return LossTerms(total, ce, area, tv)
+        kept = ce.new_zeros(())
+        if kept_logits is not None:
+            kept = F.cross_entropy(kept_logits.float(), labels)
+            total = total + self.kept_weight * kept
+        return LossTerms(total, ce, area, tv, kept)

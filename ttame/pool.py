@@ -2,13 +2,15 @@
 
 Training sees the training split of the real photos plus composites of training-half stamps on
 texture backgrounds, drawn afresh every epoch. Evaluation sees the other half of the stamps (as
-composites with exact object masks) and the evaluation photos. The two sides never share a file;
-see :mod:`ttame.pool_sources` for the sources and the split.
+composites with exact object masks) and the evaluation photos, each divided into a dev part (to
+tune on) and a test part (for the final numbers). The two sides never share a file; see
+:mod:`ttame.pool_sources` for the sources, the split and the parts.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,18 +19,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 from torchvision import transforms
 
 from ttame.pool_sources import (
     DEFAULT_CACHE,
     Background,
+    Part,
+    Photo,
     PoolSources,
     SourceError,
     Stamp,
     collect_sources,
 )
+
+PARTS: tuple[Part, ...] = ("dev", "test")
 
 Box = tuple[int, int, int, int]
 
@@ -99,6 +105,24 @@ def _load_stamp(path: Path) -> Image.Image:
     return stamp
 
 
+_PHOTO_MIN_SIDE = 384  # training photos are decoded once, their short side cut to this
+
+
+@lru_cache(maxsize=1024)
+def _training_photo(photo: Photo) -> Image.Image:
+    """Decode a training photo once, its short side at most ``_PHOTO_MIN_SIDE`` pixels.
+
+    Some photos are wallpapers of 5000 pixels; training only ever sees them resized to 256, so
+    decoding and shrinking them at every draw would cost more than the step itself.
+    """
+    image = photo.image()
+    factor = _PHOTO_MIN_SIDE / min(image.size)
+    if factor < 1:
+        size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
+        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return image
+
+
 @lru_cache(maxsize=32)
 def _load_background(path: Path) -> Image.Image:
     """Decode a background once; there are only a few."""
@@ -118,14 +142,19 @@ class _Layout:
     position: tuple[float, float]
 
     @classmethod
-    def draw(cls, rng: np.random.Generator, n_backgrounds: int) -> _Layout:
+    def draw(
+        cls,
+        rng: np.random.Generator,
+        n_backgrounds: int,
+        scale: tuple[float, float] = SCALE_RANGE,
+    ) -> _Layout:
         """Random background crop (half to all of its short side, maybe mirrored) and placement."""
         return cls(
             background=int(rng.integers(n_backgrounds)),
             crop_side=float(rng.uniform(0.5, 1.0)),
             crop_centre=(float(rng.random()), float(rng.random())),
             flip=bool(rng.random() < 0.5),
-            scale=float(rng.uniform(*SCALE_RANGE)),
+            scale=float(rng.uniform(*scale)),
             position=(float(rng.random()), float(rng.random())),
         )
 
@@ -158,6 +187,45 @@ def default_train_transform(
     return transforms.Compose(steps)
 
 
+@dataclass(frozen=True)
+class CompositeMix:
+    """What the training composites look like; the default is one stamp on one background.
+
+    A small pool needs varied pictures, not just more of the same: ``max_stamps`` > 1 pastes
+    1 to ``max_stamps`` stamps (the backbone's top-1 then rests on one of them, which the mask
+    must find among the others); ``mosaic`` is the share of composites that are instead a
+    mosaic of four training photos split at a random point (the top-1 is then driven by one
+    tile); ``scale`` is the range of a single stamp's size (several stamps are drawn at 0.6 of
+    it, so they fit side by side).
+    """
+
+    max_stamps: int = 1
+    mosaic: float = 0.0
+    scale: tuple[float, float] = SCALE_RANGE
+
+    def __post_init__(self) -> None:
+        if self.max_stamps < 1 or not 0 <= self.mosaic <= 1:
+            raise ValueError("max_stamps must be >= 1 and mosaic a share in [0, 1]")
+        if not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise ValueError(f"scale must be a range within (0, 1], got {self.scale}")
+
+
+def mosaic(tiles: Sequence[Image.Image], split: tuple[float, float], size: int) -> Image.Image:
+    """Four pictures in a 2 x 2 grid cut at ``split`` (fractions of the side).
+
+    Each picture is cropped to its cell's shape around its centre.
+    """
+    if len(tiles) != 4:
+        raise ValueError("a mosaic takes four pictures")
+    cut_x, cut_y = (max(1, min(size - 1, round(f * size))) for f in split)
+    canvas = Image.new("RGB", (size, size))
+    cells = [(0, 0, cut_x, cut_y), (cut_x, 0, size, cut_y), (0, cut_y, cut_x, size),
+             (cut_x, cut_y, size, size)]
+    for tile, (x0, y0, x1, y1) in zip(tiles, cells, strict=True):
+        canvas.paste(ImageOps.fit(tile.convert("RGB"), (x1 - x0, y1 - y0)), (x0, y0))
+    return canvas
+
+
 class TrainingPool(Dataset):
     """Training images: the training-split photos, then ``composites_per_epoch`` composites.
 
@@ -177,6 +245,7 @@ class TrainingPool(Dataset):
         size: int = 256,
         seed: int = 0,
         transform: Callable[[Image.Image], object] | None = None,
+        mix: CompositeMix | None = None,
     ) -> None:
         if sources is None:
             sources = collect_sources(cache_dir, download=False)
@@ -191,6 +260,9 @@ class TrainingPool(Dataset):
         self.size = size
         self.seed = seed
         self.transform = transform
+        self.mix = mix or CompositeMix()
+        if self.mix.mosaic and not self.photos:
+            raise SourceError("mosaics need training photos; the pool has none")
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -205,20 +277,37 @@ class TrainingPool(Dataset):
             raise IndexError(f"index {index} out of range for {len(self)} items")
         index %= len(self)
         if index < len(self.photos):
-            image = self.photos[index].image()
+            image = _training_photo(self.photos[index])
         else:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            stamp = self.stamps[int(rng.integers(len(self.stamps)))]
-            layout = _Layout.draw(rng, len(self.backgrounds))
-            background = _load_background(self.backgrounds[layout.background].path)
-            image, _, _ = composite(
-                _load_stamp(stamp.path),
-                layout.background_crop(background),
-                layout.scale,
-                layout.position,
-                self.size,
-            )
+            image = self._composite(np.random.default_rng([self.seed, self.epoch, index]))
         return self.transform(image) if self.transform is not None else image
+
+    def _composite(self, rng: np.random.Generator) -> Image.Image:
+        """One composite drawn with ``rng`` by the pool's :class:`CompositeMix`."""
+        mix = self.mix
+        if mix.mosaic and rng.random() < mix.mosaic:
+            picks = rng.integers(len(self.photos), size=4)
+            split = (float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.3, 0.7)))
+            return mosaic([_training_photo(self.photos[int(i)]) for i in picks], split, self.size)
+        count = 1 if mix.max_stamps == 1 else int(rng.integers(1, mix.max_stamps + 1))
+        scale = mix.scale if count == 1 else (0.6 * mix.scale[0], 0.6 * mix.scale[1])
+        stamp = self.stamps[int(rng.integers(len(self.stamps)))]
+        layout = _Layout.draw(rng, len(self.backgrounds), scale)
+        background = _load_background(self.backgrounds[layout.background].path)
+        image, _, _ = composite(
+            _load_stamp(stamp.path),
+            layout.background_crop(background),
+            layout.scale,
+            layout.position,
+            self.size,
+        )
+        for _ in range(count - 1):
+            stamp = self.stamps[int(rng.integers(len(self.stamps)))]
+            position = (float(rng.random()), float(rng.random()))
+            image, _, _ = composite(
+                _load_stamp(stamp.path), image, float(rng.uniform(*scale)), position, self.size
+            )
+        return image
 
 
 @dataclass(frozen=True)
@@ -304,6 +393,7 @@ def build_groundtruth_set(
     batch_size: int = 16,
     class_names: Sequence[str] | None = None,
     progress: Callable[[int], None] | None = None,
+    part: Part | None = None,
 ) -> GroundTruthStats:
     """Write up to ``n`` composites whose predicted class is driven by the pasted object.
 
@@ -317,13 +407,16 @@ def build_groundtruth_set(
     ``manifest.json``; the result depends only on ``seed`` and the classifier. ``progress`` is
     called with the number of composites kept after each batch. At most ``max_draws`` (default
     ``20 * n``) candidates are drawn, so a classifier that rejects everything cannot loop forever.
+    ``part`` (``"dev"`` or ``"test"``) limits the stamps to that part of the evaluation half, so
+    the two sets never show the same object; None uses the whole half.
     """
     if sources is None:
         sources = collect_sources(cache_dir, download=False)
-    stamps = sources.stamps_in("eval")
+    stamps = sources.stamps_in("eval", part)
     backgrounds = sources.backgrounds
     if not stamps or not backgrounds:
-        raise SourceError("no evaluation stamps or backgrounds; run scripts/build_pool.py")
+        which = f"{part} " if part else ""
+        raise SourceError(f"no {which}evaluation stamps or backgrounds; run scripts/build_pool.py")
     out_dir = Path(out_dir)
     _forget_previous(out_dir, ("image", "mask"))
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
@@ -376,44 +469,54 @@ def build_groundtruth_set(
     return GroundTruthStats(len(manifest), examined, dict(rejected))
 
 
+def _file_name(key: str) -> str:
+    """A flat file name for a source key (Scratch project names hold spaces)."""
+    return re.sub(r"[/\s]", "_", key)
+
+
 def export_eval_photos(
     out_dir: Path, sources: PoolSources | None = None, *, cache_dir: Path = DEFAULT_CACHE
 ) -> list[dict[str, str]]:
-    """Copy the evaluation-split photos, unchanged, into ``out_dir`` with their provenance.
+    """Copy the evaluation-split photos, unchanged, into ``out_dir/dev`` and ``out_dir/test``.
 
-    Writes ``manifest.json`` (file, key, source, licence, credit, origin per photo) and a
-    human-readable ``SOURCES.md``; returns the manifest entries.
+    Tune on ``dev``; keep ``test`` for the final numbers. Writes one ``manifest.json`` (file,
+    part, key, source, licence, credit, origin per photo; ``file`` is relative to ``out_dir``)
+    and a human-readable ``SOURCES.md``; returns the manifest entries.
     """
     if sources is None:
         sources = collect_sources(cache_dir, download=False)
     out_dir = Path(out_dir)
     _forget_previous(out_dir, ("file",))
-    out_dir.mkdir(parents=True, exist_ok=True)
     entries = []
-    for photo in sources.photos_in("eval"):
-        name = photo.key.replace("/", "_")
-        (out_dir / name).write_bytes(photo.data)
-        entries.append(
-            {
-                "file": name,
-                "key": photo.key,
-                "source": photo.source,
-                "licence": photo.licence,
-                "credit": photo.credit,
-                "origin": photo.origin,
-            }
-        )
+    for part in PARTS:
+        (out_dir / part).mkdir(parents=True, exist_ok=True)
+        for photo in sources.photos_in("eval", part):
+            name = f"{part}/{_file_name(photo.key)}"
+            (out_dir / name).write_bytes(photo.data)
+            entries.append(
+                {
+                    "file": name,
+                    "part": part,
+                    "key": photo.key,
+                    "source": photo.source,
+                    "licence": photo.licence,
+                    "credit": photo.credit,
+                    "origin": photo.origin,
+                }
+            )
     (out_dir / "manifest.json").write_text(json.dumps(entries, indent=1) + "\n")
     lines = [
         "# Evaluation photos",
         "",
-        "Never used for training. Rebuild with `python scripts/build_pool.py`.",
+        "Never used for training. Tune on `dev/`; `test/` is for the final numbers only.",
+        "Rebuild with `python scripts/build_pool.py`.",
         "",
-        "| file | source | licence | credit | origin |",
-        "|---|---|---|---|---|",
+        "| file | part | source | licence | credit | origin |",
+        "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {e['file']} | {e['source']} | {e['licence']} | {e['credit']} | {e['origin']} |"
+        f"| {e['file']} | {e['part']} | {e['source']} | {e['licence']} | {e['credit']} "
+        f"| {e['origin']} |"
         for e in entries
     ]
     (out_dir / "SOURCES.md").write_text("\n".join(lines) + "\n")

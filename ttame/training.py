@@ -15,6 +15,7 @@ never loaded.
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import glob
 import hashlib
@@ -56,7 +57,7 @@ from ttame.errors import TTameError
 from ttame.explainer import fresh_head
 from ttame.head import AttentionHead
 from ttame.losses import LossTerms, TTameLoss
-from ttame.pool import default_train_transform
+from ttame.pool import SCALE_RANGE, CompositeMix, default_train_transform
 from ttame.taps import Backbone, build_backbone
 
 
@@ -103,11 +104,24 @@ class TrainConfig:
     pool_composites: int = _option(1000, "pool composites per epoch, drawn anew each epoch")
     pool_size: int = _option(256, "side of the pool composites in pixels")
     pool_val: int = _option(128, "fixed pool composites used for validation (0: none)")
+    pool_max_stamps: int = _option(1, "pool composites paste 1 to N stamps each")
+    pool_mosaic: float = _option(0.0, "share of pool composites that are mosaics of 4 photos")
+    pool_min_scale: float = _option(0.4, "smallest stamp, as a share of the composite's side")
     out: str = _option("runs/ttame", "run folder: checkpoint, CSV logs, final head", runtime=True)
     head_dir: str | None = _option(
         None, "where to write the final head (default: OUT/head)", type=str, runtime=True
     )
     epochs: int = _option(8, "epochs")
+    optimizer: str = _option("sgd", "sgd (the paper's, Nesterov) or adamw",
+                             choices=("sgd", "adamw"))
+    shared_fusion: bool = _option(
+        False,
+        "train a fusion part shared by every class beside the per-class rows, folded into the "
+        "fusion layer at the end (same head file and cost; helps when classes have few images)",
+    )
+    low_res: int = _option(0, "train the first --low-res-share of the steps at this input side "
+                           "(0: off); cheaper steps, the last ones at full size")
+    low_res_share: float = _option(0.7, "share of the steps trained at --low-res")
     batch: int = _option(32, "global batch size (split evenly across processes)")
     lr: float = _option(1e-3, "peak learning rate of the one-cycle schedule")
     momentum: float = _option(0.9, "SGD momentum")
@@ -120,6 +134,11 @@ class TrainConfig:
     area_weight: float = _option(2.0, "weight of the area term mean((a + 0.0005) ** power)")
     area_power: float = _option(0.3, "power of the area term")
     tv_weight: float = _option(0.01, "weight of the smoothness (total variation) term")
+    kept_weight: float = _option(
+        0.0, "weight of a cross-entropy on the image kept by the top --kept-share of the map, "
+        "as AD/IC score it (0: off, the paper's loss; costs one more backbone pass)"
+    )
+    kept_share: float = _option(0.15, "share of the image the --kept-weight term keeps")
     border: float = _option(0.3, "weight of the border values inside the smoothness term")
     color_jitter: float = _option(0.0, "brightness/contrast/saturation jitter (0: off)")
     init: str | None = _option(
@@ -204,6 +223,7 @@ def compute_loss(
     loss_fn: TTameLoss,
     images: torch.Tensor,
     amp: bool = False,
+    share: float = 0.15,
 ) -> tuple[LossTerms, torch.Tensor]:
     """The loss of one batch of raw [0, 1] images, and the labels (the backbone's top-1).
 
@@ -225,7 +245,59 @@ def compute_loss(
     )
     with autocast:
         masked_logits = masked_forward(backbone, images, upsampled)
-    return loss_fn(masked_logits, labels, masks[:, inverse]), labels
+    kept_logits = None
+    if loss_fn.kept_weight > 0:
+        kept = kept_image(class_maps[torch.arange(len(labels), device=labels.device), inverse],
+                          images.shape[-2:], share)
+        with autocast:
+            kept_logits = masked_forward(backbone, images, kept[:, None])
+    return loss_fn(masked_logits, labels, masks[:, inverse], kept_logits), labels
+
+
+def kept_image(class_maps: torch.Tensor, size: torch.Size, share: float) -> torch.Tensor:
+    """What the AD/IC protocol keeps of each image at ``share`` kept: ``B x H x W`` weights.
+
+    Each map (``B x h x w`` logits) is min-max normalised, upsampled to ``size`` and zeroed
+    below its ``1 - share`` quantile, exactly as the explanation is scored; the threshold is
+    not differentiated, the kept values are. Training on it asks the top of the map, not only
+    the soft mask, to hold what the backbone needs.
+    """
+    low = class_maps.float().amin(dim=(-2, -1), keepdim=True)
+    high = class_maps.float().amax(dim=(-2, -1), keepdim=True)
+    maps = (class_maps.float() - low) / (high - low).clamp_min(1e-6)
+    maps = F.interpolate(maps[:, None], size=tuple(size), mode="bilinear",
+                         align_corners=False)[:, 0]
+    threshold = torch.quantile(maps.detach().flatten(1), 1 - share, dim=1)
+    return maps * (maps >= threshold[:, None, None])
+
+
+class SharedFusion(nn.Module):
+    """The head plus a fusion row shared by every class, for training on small data.
+
+    A class's own fusion row learns only from the images the backbone predicts as that class,
+    a handful each in a small pool, so the rows of the earlier taps (which start at zero) hardly
+    move. The shared row learns from every image: which channels of each tap mark the object
+    the backbone looks at, whatever its class. It is added to every class's row, so
+    :meth:`folded` gives a plain :class:`AttentionHead` with exactly the same maps: the head's
+    architecture, file format and inference cost do not change.
+    """
+
+    def __init__(self, head: AttentionHead) -> None:
+        super().__init__()
+        self.head = head
+        self.shared = nn.Parameter(torch.zeros(sum(head.in_channels)))
+
+    def forward(self, maps: list[torch.Tensor], classes: torch.Tensor) -> torch.Tensor:
+        """Class maps of ``classes`` (1-D), as the folded head would give them."""
+        weight = self.head.fuser.weight.flatten(1)[classes] + self.shared
+        return self.head.fuse(maps, weight, self.head.fuser.bias[classes])
+
+    @torch.no_grad()
+    def folded(self) -> AttentionHead:
+        """A copy of the head with the shared row added to every class's fusion row."""
+        head = copy.deepcopy(self.head)
+        head.fuser.weight += self.shared[None, :, None, None].to(head.fuser.weight.dtype)
+        return head
 
 
 @torch.no_grad()
@@ -354,6 +426,21 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         ) from exc
 
 
+def head_from_checkpoint(path: Path) -> AttentionHead:
+    """The head a checkpoint holds, as the run would write it (a shared fusion row folded in).
+
+    Lets a run's intermediate heads be evaluated while it goes on.
+    """
+    saved = load_checkpoint(path)
+    head = AttentionHead(**saved["head_config"])
+    head.load_state_dict(saved["head"])
+    if "shared" in saved:
+        wrapper = SharedFusion(head)
+        wrapper.shared.data.copy_(saved["shared"])
+        head = wrapper.folded()
+    return head.eval()
+
+
 def rng_state() -> dict[str, Any]:
     """The torch, CUDA, NumPy and Python random states (saved with each checkpoint)."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -404,10 +491,11 @@ class CsvLog:
         self._file.close()
 
 
-STEP_COLUMNS = ["epoch", "step", "lr", "loss", "ce", "area", "tv", "images_per_s", "seconds"]
+TERMS = ["loss", "ce", "area", "tv", "kept"]
+"""Column names of :meth:`LossTerms.stacked` (``loss`` is the total)."""
+STEP_COLUMNS = ["epoch", "step", "lr", *TERMS, "images_per_s", "seconds"]
 EPOCH_COLUMNS = [
-    "epoch", "step", "loss", "ce", "area", "tv",
-    "val_loss", "val_ce", "val_area", "val_tv", "images_per_s", "seconds",
+    "epoch", "step", *TERMS, *(f"val_{t}" for t in TERMS), "images_per_s", "seconds",
 ]
 
 
@@ -420,8 +508,10 @@ def select_data(config: TrainConfig) -> DataSources:
     if len(chosen) != 1:
         raise DataError("Give exactly one of --pool DIR, --data DIR or --train-list FILE.")
     if config.pool:
+        mix = CompositeMix(config.pool_max_stamps, config.pool_mosaic,
+                           (config.pool_min_scale, max(config.pool_min_scale, SCALE_RANGE[1])))
         return pool_sources(config.pool, config.pool_composites, config.pool_size,
-                            config.pool_val, config.seed)
+                            config.pool_val, config.seed, mix)
     if config.data:
         return folder_sources(config.data, config.val_fraction)
     return list_sources(config.train_list, config.val_list, config.data_root)
@@ -443,19 +533,21 @@ def _reduce(values: torch.Tensor, runtime: Runtime) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(backbone: Backbone, head: AttentionHead, loss_fn: TTameLoss, loader: DataLoader,
-             runtime: Runtime, amp: bool, memory_format: torch.memory_format) -> torch.Tensor:
-    """Mean loss terms (total, ce, area, tv) over the validation set, head in eval mode."""
+def validate(backbone: Backbone, head: nn.Module, loss_fn: TTameLoss, loader: DataLoader,
+             runtime: Runtime, amp: bool, memory_format: torch.memory_format,
+             share: float = 0.15) -> torch.Tensor:
+    """Mean loss terms (:data:`TERMS`) over the validation set, head in eval mode."""
     head.eval()
-    sums = torch.zeros(5, dtype=torch.float64, device=runtime.device)
+    n = len(TERMS)
+    sums = torch.zeros(n + 1, dtype=torch.float64, device=runtime.device)
     for images in loader:
         images = images.to(runtime.device, non_blocking=True, memory_format=memory_format)
-        terms, _ = compute_loss(backbone, head, loss_fn, images, amp)
-        sums[:4] += terms.stacked().double() * len(images)
-        sums[4] += len(images)
+        terms, _ = compute_loss(backbone, head, loss_fn, images, amp, share)
+        sums[:n] += terms.stacked().double() * len(images)
+        sums[n] += len(images)
     head.train()
     sums = _reduce(sums, runtime)
-    return sums[:4] / sums[4].clamp_min(1)
+    return sums[:n] / sums[n].clamp_min(1)
 
 
 def _head_config(head: AttentionHead) -> dict[str, Any]:
@@ -543,6 +635,11 @@ class Trainer:
         self.backbone.model.to(memory_format=self.memory_format)
         self.head = fresh_head(self.backbone).to(device, memory_format=self.memory_format)
         self.head.train()
+        self.trainable: AttentionHead | SharedFusion = (
+            SharedFusion(self.head).to(device) if config.shared_fusion else self.head
+        )
+        if config.low_res and spec.kind == "vit":
+            raise TrainingError("--low-res needs a CNN: a ViT's patch grid is fixed.")
         self.init = config.init or ("cam" if spec.cam_classifier else "random")
 
         self.sources = select_data(config)
@@ -567,9 +664,11 @@ class Trainer:
             self.val_loader = DataLoader(val_items, batch_size=self.per_rank,
                                          sampler=val_sampler, **options)
 
-        self.optimizer = torch.optim.SGD(
-            parameter_groups(self.head, config.weight_decay), lr=config.lr,
-            momentum=config.momentum, nesterov=config.nesterov,
+        groups = parameter_groups(self.trainable, config.weight_decay)
+        self.optimizer: torch.optim.Optimizer = (
+            torch.optim.AdamW(groups, lr=config.lr) if config.optimizer == "adamw"
+            else torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
+                                 nesterov=config.nesterov)
         )
         self.scheduler = OneCycleLR(
             self.optimizer, max_lr=config.lr, total_steps=config.epochs * self.steps_per_epoch,
@@ -577,12 +676,12 @@ class Trainer:
             final_div_factor=config.final_div_factor, cycle_momentum=False,
         )
         self.loss_fn = TTameLoss(config.ce_weight, config.area_weight, config.tv_weight,
-                                 config.area_power, config.border)
+                                 config.area_power, config.border, config.kept_weight)
         self.progress = Progress()
         self.label_counts = torch.zeros(self.head.num_classes, dtype=torch.float64,
                                         device=device)
-        self.epoch_sums = torch.zeros(5, dtype=torch.float64, device=device)
-        self.model: nn.Module = self.head
+        self.epoch_sums = torch.zeros(len(TERMS) + 1, dtype=torch.float64, device=device)
+        self.model: nn.Module = self.trainable
         self.resumed = False
         self.cam_scale: float | None = None
 
@@ -603,13 +702,15 @@ class Trainer:
         if self.runtime.world_size > 1:
             on_gpu = self.device.type == "cuda"
             self.model = DistributedDataParallel(
-                self.head, device_ids=[self.device.index] if on_gpu else None
+                self.trainable, device_ids=[self.device.index] if on_gpu else None
             )
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Load everything :meth:`checkpoint` saved."""
         _check_resume(saved["config"], self.config)
         self.head.load_state_dict(saved["head"])
+        if isinstance(self.trainable, SharedFusion):
+            self.trainable.shared.data.copy_(saved["shared"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.progress = Progress(**saved["progress"])
@@ -625,6 +726,8 @@ class Trainer:
         save_checkpoint(self.config.checkpoint_path, {
             "config": asdict(self.config), "head_config": _head_config(self.head),
             "head": self.head.state_dict(), "optimizer": self.optimizer.state_dict(),
+            **({"shared": self.trainable.shared.detach().cpu()}
+               if isinstance(self.trainable, SharedFusion) else {}),
             "scheduler": self.scheduler.state_dict(), "progress": asdict(self.progress),
             "label_counts": self.label_counts.cpu(), "epoch_sums": self.epoch_sums.cpu(),
             "rng": rng_state(),
@@ -639,13 +742,19 @@ class Trainer:
         non-finite loss stops all of them together and never reaches the head.
         """
         images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
-        terms, labels = compute_loss(self.backbone, self.model, self.loss_fn, images, self.amp)
+        side = self.input_side()
+        if side is not None and side != images.shape[-1]:
+            images = F.interpolate(images, size=(side, side), mode="bilinear",
+                                   align_corners=False, antialias=True)
+            images = images.contiguous(memory_format=self.memory_format)
+        terms, labels = compute_loss(self.backbone, self.model, self.loss_fn, images, self.amp,
+                                     self.config.kept_share)
         stats = torch.cat([
             terms.stacked().double(),
             torch.bincount(labels, minlength=self.head.num_classes).double(),
         ])
         stats = _reduce(stats, self.runtime)
-        values = stats[:4] / self.runtime.world_size
+        values = stats[: len(TERMS)] / self.runtime.world_size
         if not torch.isfinite(values).all():
             names = ", ".join(
                 f"{n}={float(v):.4g}" for n, v in zip(LossTerms.names(), values, strict=True)
@@ -660,9 +769,15 @@ class Trainer:
         terms.total.backward()
         self.optimizer.step()
         self.scheduler.step()
-        self.label_counts += stats[4:]
+        self.label_counts += stats[len(TERMS) :]
         self.epoch_sums += torch.cat([values, values.new_ones(1)])
         return values
+
+    def input_side(self) -> int | None:
+        """The input side of the next step: ``--low-res`` early in the run, else the full one."""
+        config = self.config
+        low_steps = round(config.low_res_share * config.epochs * self.steps_per_epoch)
+        return config.low_res if config.low_res and self.progress.step < low_steps else None
 
     def train_epoch(self, log: CsvLog | None) -> None:
         """The rest of the current epoch, checkpointing every ``checkpoint_every`` steps."""
@@ -684,7 +799,7 @@ class Trainer:
             progress.step_in_epoch += 1
             rate = (progress.step_in_epoch - skip) * config.batch / (now - started)
             if log is not None:
-                row = dict(zip(["loss", "ce", "area", "tv"], values.tolist(), strict=True))
+                row = dict(zip(TERMS, values.tolist(), strict=True))
                 bar.set_postfix({k: f"{v:.3f}" for k, v in row.items()} | {"img/s": f"{rate:.1f}"},
                                 refresh=False)
                 bar.update()
@@ -698,9 +813,10 @@ class Trainer:
     def validation(self) -> list[float]:
         """Mean validation loss terms (NaN without a validation set)."""
         if self.val_loader is None:
-            return [float("nan")] * 4
-        return validate(self.backbone, self.head, self.loss_fn, self.val_loader, self.runtime,
-                        self.amp, self.memory_format).tolist()
+            return [float("nan")] * len(TERMS)
+        return validate(self.backbone, self.trainable, self.loss_fn, self.val_loader,
+                        self.runtime, self.amp, self.memory_format,
+                        self.config.kept_share).tolist()
 
     def log_epoch(self, log: CsvLog | None, train: list[float], val: list[float]) -> None:
         """One row of ``epochs.csv`` and one printed line for the epoch just finished."""
@@ -709,19 +825,22 @@ class Trainer:
         progress = self.progress
         log.write({
             "epoch": progress.epoch, "step": progress.step,
-            **dict(zip(["loss", "ce", "area", "tv"], train, strict=True)),
-            **dict(zip(["val_loss", "val_ce", "val_area", "val_tv"], val, strict=True)),
+            **dict(zip(TERMS, train, strict=True)),
+            **dict(zip([f"val_{t}" for t in TERMS], val, strict=True)),
             "images_per_s": progress.step * self.config.batch / max(progress.seconds, 1e-9),
             "seconds": progress.seconds,
         })
-        print(f"epoch {progress.epoch}: train loss {train[0]:.4f} (ce {train[1]:.4f}, area "
-              f"{train[2]:.4f}, tv {train[3]:.4f}); validation loss {val[0]:.4f} (ce "
-              f"{val[1]:.4f}, area {val[2]:.4f}, tv {val[3]:.4f}); {progress.seconds:.0f} s",
-              flush=True)
+        def terms(values: list[float]) -> str:
+            parts = ", ".join(f"{t} {v:.4f}" for t, v in zip(TERMS[1:], values[1:], strict=True))
+            return f"{values[0]:.4f} ({parts})"
+
+        print(f"epoch {progress.epoch}: train loss {terms(train)}; validation loss "
+              f"{terms(val)}; {progress.seconds:.0f} s", flush=True)
 
     def end_epoch(self, log: CsvLog | None) -> None:
         """Validate, log the epoch's means, move on to the next epoch and checkpoint."""
-        means = (self.epoch_sums[:4] / self.epoch_sums[4].clamp_min(1)).tolist()
+        n = len(TERMS)
+        means = (self.epoch_sums[:n] / self.epoch_sums[n].clamp_min(1)).tolist()
         self.epoch_sums.zero_()
         val = self.validation()
         self.progress.epoch += 1
@@ -743,7 +862,7 @@ class Trainer:
                                 self.progress.epoch if resumed else None, "epoch")
             print(self.describe(), flush=True)
         if not self.resumed:  # epoch 0: the starting point, before any step
-            self.log_epoch(epochs_log, [float("nan")] * 4, self.validation())
+            self.log_epoch(epochs_log, [float("nan")] * len(TERMS), self.validation())
         try:
             while self.progress.epoch < config.epochs:
                 self.train_epoch(steps_log)
@@ -771,7 +890,8 @@ class Trainer:
     def finish(self) -> Path:
         """Write the head, ``summary.json``, and upload the head if asked."""
         config = self.config
-        folder = write_head(self.head, Path(config.head_dir or config.out_dir / "head"),
+        head = self.trainable.folded() if isinstance(self.trainable, SharedFusion) else self.head
+        folder = write_head(head, Path(config.head_dir or config.out_dir / "head"),
                             config.fp16_head)
         counts = self.label_counts.cpu()
         seen = {int(i): int(counts[i]) for i in torch.nonzero(counts).flatten()}
@@ -787,7 +907,7 @@ class Trainer:
         print(f"head written to {folder} ({len(seen)} classes seen in training)", flush=True)
         if config.push_to_hub:
             try:
-                self.head.push_to_hub(config.push_to_hub)
+                head.push_to_hub(config.push_to_hub)
             except Exception as exc:  # any Hub failure is reported the same way
                 raise TrainingError(
                     f"The head was saved to {folder} but the upload to "

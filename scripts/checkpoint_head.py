@@ -1,0 +1,31 @@
+"""Write the head inside a training checkpoint as a head folder, e.g. to evaluate a run midway.
+
+    python scripts/checkpoint_head.py runs/mobilenet_v2/checkpoint.pt runs/mobilenet_v2/step_head
+
+The head is written as the run would write it at the end (a shared fusion row folded in).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ttame.training import head_from_checkpoint, load_checkpoint, write_head
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--fp16", action="store_true", help="store the weights in float16")
+    args = parser.parse_args()
+    step = load_checkpoint(args.checkpoint)["progress"]["step"]
+    folder = write_head(head_from_checkpoint(args.checkpoint), args.out, args.fp16)
+    print(f"step {step}: head written to {folder}")
+
+
+if __name__ == "__main__":
+    main()
