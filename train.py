@@ -2,7 +2,7 @@
 
 import sys
 
-from ttame.training import main
+from ttame.cli.train import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import torch
 
-from ttame.backbones import DEFAULT_BACKBONE
 from ttame.explainer import Explainer
 from ttame.images import load_image, preprocess
+from ttame.model.registry import DEFAULT_BACKBONE
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -64,7 +64,9 @@ def cli(name: str, repeats: int) -> tuple[float, float]:
         start = time.perf_counter()
         out = subprocess.run(
             [sys.executable, "-m", "ttame", "explain", str(PHOTO), "--backbone", name, "--json"],
-            capture_output=True, text=True, check=True,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         walls.append(time.perf_counter() - start)
         own.append(json.loads(out)["seconds"])
@@ -78,14 +80,18 @@ def main() -> None:
     parser.add_argument("--cli-repeats", type=int, default=5)
     args = parser.parse_args()
     print(f"CPU: {cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print("| backbone | explain (ms) | bare forward (ms) | explain / forward | CLI process (s) "
-          "| CLI `seconds` (ms) |")
+    print(
+        "| backbone | explain (ms) | bare forward (ms) | explain / forward | CLI process (s) "
+        "| CLI `seconds` (ms) |"
+    )
     print("|---|---|---|---|---|---|")
     for name in args.backbones.split(","):
         explain, forward = in_process(name, args.repeats)
         wall, own = cli(name, args.cli_repeats)
-        print(f"| {name} | {explain * 1e3:.1f} | {forward * 1e3:.1f} | {explain / forward:.2f} "
-              f"| {wall:.2f} | {own * 1e3:.1f} |")
+        print(
+            f"| {name} | {explain * 1e3:.1f} | {forward * 1e3:.1f} | {explain / forward:.2f} "
+            f"| {wall:.2f} | {own * 1e3:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from ttame.explainer import Explainer, UntrainedHeadWarning
+from ttame.errors import UntrainedHeadWarning
+from ttame.explainer import Explainer
 
 PAPER_BACKBONES = "vgg16,resnet50,vit_b_16"
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -129,8 +130,10 @@ def main() -> None:
         parser.error(f"unknown dtype {', '.join(unknown)}; choose from {', '.join(DTYPES)}")
     layout = "channels-last" if args.channels_last else "contiguous"
     print(f"Machine: {machine(device)}")
-    print(f"Layout: {layout}; torch.compile: {'yes' if args.compile else 'no'}; "
-          f"median of {args.repeats} after {args.warmup} warm-up rounds")
+    print(
+        f"Layout: {layout}; torch.compile: {'yes' if args.compile else 'no'}; "
+        f"median of {args.repeats} after {args.warmup} warm-up rounds"
+    )
     print()
     print("| backbone | batch | dtype | forward (img/s) | explain (img/s) | explain / forward |")
     print("|---|---|---|---|---|---|")
@@ -138,11 +141,20 @@ def main() -> None:
         for batch in (int(b) for b in args.batch.split(",")):
             for dtype in dtypes:
                 forward, explain = measure(
-                    name, batch, dtype, device, args.channels_last, args.compile,
-                    args.warmup, args.repeats,
+                    name,
+                    batch,
+                    dtype,
+                    device,
+                    args.channels_last,
+                    args.compile,
+                    args.warmup,
+                    args.repeats,
                 )
-                print(f"| {name} | {batch} | {dtype} | {forward:.1f} | {explain:.1f} "
-                      f"| {explain / forward:.2f} |", flush=True)
+                print(
+                    f"| {name} | {batch} | {dtype} | {forward:.1f} | {explain:.1f} "
+                    f"| {explain / forward:.2f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import torch
 
 from ttame.explainer import Explainer
 from ttame.images import load_image, preprocess
-from ttame.methods import METHODS, MethodOptions, build_method, parse_methods
+from ttame.methods.registry import METHODS, MethodOptions, build_method, parse_methods
 
 PHOTOS = Path(__file__).parent.parent / "examples"
 SLOW = {"scorecam", "rise"}

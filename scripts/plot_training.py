@@ -47,10 +47,22 @@ def main() -> None:
         per_epoch = steps["step"].max() / epochs["epoch"].max()
         colour = f"C{index}"
         for axis, (key, title) in zip(axes, TERMS, strict=True):
-            axis.plot(steps["step"] / per_epoch, smooth(steps[key], args.window), colour,
-                      linewidth=1, label=f"{run.name} train")
-            axis.plot(epochs["epoch"], epochs[f"val_{key}"], colour, marker="o", linestyle="--",
-                      markersize=4, label=f"{run.name} validation")
+            axis.plot(
+                steps["step"] / per_epoch,
+                smooth(steps[key], args.window),
+                colour,
+                linewidth=1,
+                label=f"{run.name} train",
+            )
+            axis.plot(
+                epochs["epoch"],
+                epochs[f"val_{key}"],
+                colour,
+                marker="o",
+                linestyle="--",
+                markersize=4,
+                label=f"{run.name} validation",
+            )
             axis.set_title(title)
             axis.set_xlabel("epoch")
     axes[0].legend(fontsize=7)

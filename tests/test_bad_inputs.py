@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from badcorpus import (
+
+from tests.badcorpus import (
     CASES,
     MISUSES,
     Case,
@@ -18,13 +19,13 @@ from badcorpus import (
     half_written_checkpoint,
     table,
 )
-from conftest import tiny_explainer
-
+from tests.helpers import tiny_explainer
 from ttame.cli import main
 from ttame.errors import HeadError, ImageError
-from ttame.explainer import Explainer, load_head
+from ttame.explainer import Explainer
+from ttame.hub.load import load_head
 from ttame.images import load_image, map_to_original, preprocess
-from ttame.training import load_checkpoint
+from ttame.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,22 +1,17 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_explainer
 from torch import nn
 
-from ttame.backbones import BackboneSpec
-from ttame.baselines import RISE, CentreGaussian, GradCAM, RandomMap, ScoreCAM
-from ttame.errors import ClassIndexError
-from ttame.explainer import normalize_maps
-from ttame.methods import (
-    METHODS,
-    MapMaker,
-    MethodOptions,
-    UnknownMethodError,
-    build_method,
-    parse_methods,
-)
-from ttame.taps import Backbone
+from tests.helpers import tiny_explainer
+from ttame.errors import ClassIndexError, UnknownMethodError
+from ttame.explanation import normalize_maps
+from ttame.methods.cam import GradCAM, ScoreCAM
+from ttame.methods.floors import CentreGaussian, RandomMap
+from ttame.methods.registry import METHODS, MapMaker, MethodOptions, build_method, parse_methods
+from ttame.methods.rise import RISE
+from ttame.model.backbones import BackboneSpec
+from ttame.model.taps import Backbone
 
 FAST = MethodOptions(rise_masks=40, batch_size=32)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ttame.ui import build_app, serve
+from ttame.app import build_app, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +30,9 @@ FLAGS = [
 ]
 
 pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.integration,
     pytest.mark.skipif(
         not CHROMIUM.exists(),
         reason="needs Debian's chromium at /usr/bin/chromium (bash scripts/setup.sh --dev)",
@@ -108,8 +111,6 @@ def test_explain_switch_class_and_restyle(page, tmp_path):
 def test_compare_and_run_the_curves(page, tmp_path):
     from playwright.sync_api import expect
 
-    pytest.importorskip("ttame.methods", reason="the baselines (branch eval) not merged yet")
-    pytest.importorskip("ttame.metrics.road", reason="ROAD (branch road) not merged yet")
     page.locator("#photo input[type=file]").set_input_files(str(CHELSEA))
     page.wait_for_selector("#photo img")
     page.click("#explain")

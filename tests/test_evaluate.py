@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from conftest import tiny_explainer
 from PIL import Image
 
+from tests.helpers import tiny_explainer
 from ttame.cli import main
-from ttame.evaluate import Item, gather, merge, shard, spread
+from ttame.distributed import setup_runtime
+from ttame.evaluation.inputs import Item, merge, shard, spread
+from ttame.evaluation.run import gather
 from ttame.metrics import road
 
 FRACTIONS = ["10", "20", "30", "40", "50", "70", "90"]
@@ -74,13 +76,12 @@ def _gather_worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(
         RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
-    from ttame.evaluate import _distributed
-
-    assert _distributed("cpu")[:2] == (rank, world)
+    runtime = setup_runtime("cpu")
+    assert (runtime.rank, runtime.world_size) == (rank, world)
     items = shard([Item(i, Path(f"{i}.png")) for i in range(5)], rank, world)
     records = [{"index": i.index, "rank": rank} for i in items]
     failures = [{"file": f"bad{rank}.png", "error": "unreadable"}]
-    merged, failed = gather(records, failures, rank, world)
+    merged, failed = gather(records, failures, runtime)
     if rank == 0:
         Path(out).write_text(json.dumps({"records": merged, "failed": failed}))
     else:
@@ -88,6 +89,8 @@ def _gather_worker(rank: int, world: int, port: int, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_two_ranks_gather_their_shards_on_rank_zero_over_gloo(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -146,6 +149,7 @@ def test_cli_writes_the_documented_json(tmp_path, monkeypatch, capsys):
     assert "| ttame |" in table and "AD 15% ↓" in table
 
 
+@pytest.mark.slow
 def test_cli_runs_the_real_road_on_one_image(tmp_path):
     _write_images(tmp_path / "images", 2)
     code, report = _evaluate(

@@ -2,11 +2,12 @@ import warnings
 
 import pytest
 import torch
-from conftest import tiny_explainer
 
-from ttame.errors import ClassIndexError, HeadError, ImageError
-from ttame.explainer import Explainer, UntrainedHeadWarning, fresh_head, load_head
-from ttame.head import AttentionHead
+from tests.helpers import tiny_explainer
+from ttame.errors import ClassIndexError, HeadError, ImageError, UntrainedHeadWarning
+from ttame.explainer import Explainer, fresh_head
+from ttame.hub.load import load_head
+from ttame.model.head import AttentionHead
 
 
 @pytest.mark.parametrize("name", ["tiny_cnn", "tiny_vit"])
@@ -16,7 +17,7 @@ def test_maps_are_normalised_at_input_size_for_the_top1(name):
     result = explainer.explain(images)
     assert result.maps.shape == (3, 32, 32)
     assert result.maps.min() >= 0 and result.maps.max() <= 1
-    # SPEC: min-max normalise the class map, then upsample bilinearly.
+    # docs/method.md: min-max normalise the class map, then upsample bilinearly.
     _, maps = explainer.backbone.forward_features(images)
     c = explainer.head(maps)[torch.arange(3), result.classes][:, None]
     low, high = c.amin((2, 3), keepdim=True), c.amax((2, 3), keepdim=True)
@@ -147,21 +148,26 @@ def test_fused_size_is_the_largest_map_capped():
 
 
 def test_head_equals_resize_concatenate_fuse():
-    """SPEC order: branch, resize to the fused size, concatenate, fuse. The head projects onto
-    the requested classes first and resizes only their maps, which must give the same maps."""
+    """The method's order (docs/method.md): branch, resize to the fused size, concatenate,
+    fuse. The head projects onto the requested classes first and resizes only their maps,
+    which must give the same maps."""
     head = fresh_head(tiny_explainer().backbone).eval()
     torch.nn.init.normal_(head.fuser.weight)
     torch.nn.init.normal_(head.fuser.bias)
     maps = [torch.rand(2, 4, 80, 60), torch.rand(2, 6, 10, 10), torch.rand(2, 8, 5, 5)]
     size = head.fused_size(maps)
-    features = torch.cat([
-        torch.nn.functional.interpolate(branch(x), size=size, mode="bilinear")
-        for branch, x in zip(head.branches, maps, strict=True)
-    ], 1)
+    features = torch.cat(
+        [
+            torch.nn.functional.interpolate(branch(x), size=size, mode="bilinear")
+            for branch, x in zip(head.branches, maps, strict=True)
+        ],
+        1,
+    )
     expected = head.fuser(features)
     with torch.no_grad():
         assert torch.allclose(head(maps), expected, atol=1e-4)
         assert torch.allclose(head(maps, torch.tensor([3, 1])), expected[:, [3, 1]], atol=1e-4)
         per_image = torch.tensor([[0, 9], [5, 5]])
-        assert torch.allclose(head(maps, per_image), expected[torch.arange(2)[:, None], per_image],
-                              atol=1e-4)
+        assert torch.allclose(
+            head(maps, per_image), expected[torch.arange(2)[:, None], per_image], atol=1e-4
+        )

@@ -21,17 +21,20 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_explainer
 from huggingface_hub import ModelCard
 from safetensors.torch import save as safetensors_bytes
 
-from ttame import hub
-from ttame.backbones import get_spec
+from tests.helpers import tiny_explainer
 from ttame.cli import main
 from ttame.errors import HeadError, WeightsUnavailableError
-from ttame.explainer import Explainer, load_head
-from ttame.hub import HubRef, convert_checkpoint, tap_channels
-from ttame.weights import resolve_state_dict
+from ttame.explainer import Explainer
+from ttame.hub import client, convert
+from ttame.hub.client import HubRef
+from ttame.hub.convert import convert_checkpoint
+from ttame.hub.load import load_head
+from ttame.model.registry import get_spec
+from ttame.model.taps import probe_spec
+from ttame.model.weights import resolve_state_dict
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "chelsea.jpg"
 CNN_PREFIX = "generic.attn_mech."
@@ -138,7 +141,7 @@ def go_offline(server: FakeHub, monkeypatch: pytest.MonkeyPatch) -> None:
 def reference_head(backbone: str, prefix: str, seed: int = 0, classes: int = 1000) -> dict:
     """Random trained-looking tensors named as the reference head names them."""
     generator = torch.Generator().manual_seed(seed)
-    channels, _ = tap_channels(get_spec(backbone))
+    channels = probe_spec(get_spec(backbone)).channels
 
     def rand(*shape: int, scale: float = 0.1) -> torch.Tensor:
         return torch.randn(*shape, generator=generator) * scale
@@ -200,7 +203,7 @@ def lightning_checkpoint(head_state: dict, hyper_parameters: object | None = Non
 
 def paper_maps(backbone: str, seed: int = 1) -> list[torch.Tensor]:
     sizes = {"vgg16": (28, 14, 7), "resnet50": (28, 14, 7), "vit_b_16": (14, 14, 14)}[backbone]
-    channels, _ = tap_channels(get_spec(backbone))
+    channels = probe_spec(get_spec(backbone)).channels
     generator = torch.Generator().manual_seed(seed)
     pairs = zip(channels, sizes, strict=True)
     return [torch.rand(1, c, s, s, generator=generator) for c, s in pairs]
@@ -209,6 +212,7 @@ def paper_maps(backbone: str, seed: int = 1) -> list[torch.Tensor]:
 # --- Import of reference checkpoints -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cnn_checkpoint_converts_to_the_same_maps(tmp_path):
     state = reference_head("vgg16", CNN_PREFIX)
     hparams = {"model_name": "vgg16", "layers": ["features.16", "features.23", "features.30"]}
@@ -228,6 +232,7 @@ def test_cnn_checkpoint_converts_to_the_same_maps(tmp_path):
     assert "generic.body.* (3)" in report.summary()
 
 
+@pytest.mark.slow
 def test_vit_checkpoint_prefix_and_backbone_from_channels(tmp_path):
     state = reference_head("vit_b_16", VIT_PREFIX, seed=3)
     torch.save(lightning_checkpoint(state), tmp_path / "vit.ckpt")
@@ -252,8 +257,9 @@ def test_lightning_hyper_parameter_dict_is_read_as_data(tmp_path, monkeypatch):
     AttributeDict.__module__ = "lightning.fabric.utilities.data"
     AttributeDict.__qualname__ = "AttributeDict"
     sys.modules["lightning.fabric.utilities.data"].AttributeDict = AttributeDict
-    hparams = AttributeDict(model_name="ResNet50", layers=["layer2", "layer3", "layer4"],
-                            attention_version="TTAME")
+    hparams = AttributeDict(
+        model_name="ResNet50", layers=["layer2", "layer3", "layer4"], attention_version="TTAME"
+    )
     state = reference_head("resnet50", CNN_PREFIX, seed=5)
     torch.save(lightning_checkpoint(state, hparams), tmp_path / "r50.ckpt")
     for name in [*names, "lightning.fabric.utilities.data"]:
@@ -269,13 +275,14 @@ def test_import_checkpoint_cli_writes_a_loadable_head_with_its_card(tmp_path, ca
     torch.save(lightning_checkpoint(state), tmp_path / "tame.ckpt")
     out = tmp_path / "head"
 
-    code = main(["import-checkpoint", str(tmp_path / "tame.ckpt"), "--backbone", "vgg16",
-                 "--out", str(out)])
+    code = main(
+        ["import-checkpoint", str(tmp_path / "tame.ckpt"), "--backbone", "vgg16", "--out", str(out)]
+    )
 
     printed = capsys.readouterr().out
     assert code == 0
     assert "Ignored tensors: generic.body.* (3)" in printed and "optimizer_states" in printed
-    assert sorted(p.name for p in out.iterdir()) == sorted(hub.HEAD_FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(client.HEAD_FILES)
     loaded = load_head(out)
     expected, _ = convert_checkpoint(tmp_path / "tame.ckpt", "vgg16")
     for key, value in expected.state_dict().items():
@@ -352,8 +359,10 @@ def folder_files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
-def test_a_head_published_on_the_hub_resolves_by_repo_id_then_offline(fake_hub, tmp_path,
-                                                                      monkeypatch):
+@pytest.mark.integration
+def test_a_head_published_on_the_hub_resolves_by_repo_id_then_offline(
+    fake_hub, tmp_path, monkeypatch
+):
     source = tiny_explainer("tiny_cnn", seed=4)
     source.save_pretrained(tmp_path / "published", training_data="tiny photos")
     fake_hub.publish("owner/tiny-head", folder_files(tmp_path / "published"))
@@ -370,31 +379,34 @@ def test_a_head_published_on_the_hub_resolves_by_repo_id_then_offline(fake_hub, 
         again = Explainer.from_pretrained(reference)
         torch.testing.assert_close(again.explain(image).maps, expected)
     assert time.perf_counter() - start < 10
-    folder = hub.hub_folder("owner/tiny-head")
+    folder = client.hub_folder("owner/tiny-head")
     assert folder.is_relative_to(tmp_path / "hf") and (folder / "README.md").is_file()
 
 
+@pytest.mark.integration
 def test_head_files_too_large_are_refused_before_the_download(fake_hub, tmp_path, monkeypatch):
     tiny_explainer("tiny_cnn").save_pretrained(tmp_path / "published")
     fake_hub.publish("owner/huge-head", folder_files(tmp_path / "published"))
     size = (tmp_path / "published" / "model.safetensors").stat().st_size
-    monkeypatch.setattr(hub, "MAX_HEAD_BYTES", size - 1)
+    monkeypatch.setattr(client, "MAX_HEAD_BYTES", size - 1)
     with pytest.raises(HeadError, match=r"holds model\.safetensors .* it was not downloaded"):
         load_head("owner/huge-head")
     assert not any("/resolve/" in r for r in fake_hub.requests)
-    monkeypatch.setattr(hub, "MAX_HEAD_BYTES", size)
+    monkeypatch.setattr(client, "MAX_HEAD_BYTES", size)
     assert load_head("owner/huge-head").backbone == "tiny_cnn"
 
 
-def test_a_reference_checkpoint_on_the_hub_is_converted_once(fake_hub, tmp_path, monkeypatch,
-                                                             capsys):
+@pytest.mark.integration
+def test_a_reference_checkpoint_on_the_hub_is_converted_once(
+    fake_hub, tmp_path, monkeypatch, capsys
+):
     state = reference_head("vgg16", CNN_PREFIX, seed=11)
     torch.save(lightning_checkpoint(state), tmp_path / "vgg16.ckpt")
     fake_hub.publish("authors/t-tame", {"heads/vgg16.ckpt": (tmp_path / "vgg16.ckpt").read_bytes()})
     reference = "hf://authors/t-tame/heads/vgg16.ckpt"
 
     head = load_head(reference)
-    folder = hub.checkpoint_head(HubRef.parse(reference))
+    folder = convert.checkpoint_head(HubRef.parse(reference))
     assert folder.is_relative_to(tmp_path / "ttame")
     card = (folder / "README.md").read_text()
     assert "converted from hf://authors/t-tame/heads/vgg16.ckpt" in card
@@ -408,11 +420,20 @@ def test_a_reference_checkpoint_on_the_hub_is_converted_once(fake_hub, tmp_path,
         raise AssertionError("converted twice")
 
     with monkeypatch.context() as patch:
-        patch.setattr(hub, "convert_checkpoint", no_second_conversion)
+        patch.setattr(convert, "convert_checkpoint", no_second_conversion)
         again = load_head(reference)
     assert torch.equal(again.fuser.weight, head.fuser.weight)
-    code = main(["import-checkpoint", "--repo", "authors/t-tame", "--filename", "heads/vgg16.ckpt",
-                 "--out", str(tmp_path / "cli-head")])
+    code = main(
+        [
+            "import-checkpoint",
+            "--repo",
+            "authors/t-tame",
+            "--filename",
+            "heads/vgg16.ckpt",
+            "--out",
+            str(tmp_path / "cli-head"),
+        ]
+    )
     assert code == 0 and "hf://authors/t-tame/heads/vgg16.ckpt" in capsys.readouterr().out
     assert torch.equal(load_head(tmp_path / "cli-head").fuser.weight, head.fuser.weight)
 
@@ -461,15 +482,18 @@ def test_malformed_hf_references_are_head_errors(text):
 # --- timm weights through the Hugging Face cache -------------------------------------------
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_timm_weights_download_then_load_offline_then_fail_fast(fake_hub, tmp_path, monkeypatch):
     import timm
 
     spec = get_spec("timm/test_resnet")
     torch.manual_seed(2)
     published = timm.create_model("test_resnet").state_dict()
-    fake_hub.publish("timm/test_resnet.r160_in1k", {"model.safetensors": safetensors_bytes(
-        {k: v.contiguous() for k, v in published.items()}
-    )})
+    fake_hub.publish(
+        "timm/test_resnet.r160_in1k",
+        {"model.safetensors": safetensors_bytes({k: v.contiguous() for k, v in published.items()})},
+    )
 
     state, _ = resolve_state_dict(spec.name, spec.weights)
     assert all(torch.equal(state[k], v) for k, v in published.items())
@@ -513,8 +537,13 @@ def test_saved_heads_carry_a_model_card(tmp_path):
     card = ModelCard.load(tmp_path / "head" / "README.md")
     assert card.data.library_name == "ttame" and card.data.license == "apache-2.0"
     assert "t-tame" in card.data.tags
-    for text in ("`tiny_vit`", "`blocks.2.norm1`", "500 composites", "| AD(15%) | 41.5 |",
-                 'Explainer.from_pretrained("path/to/this/folder")'):
+    for text in (
+        "`tiny_vit`",
+        "`blocks.2.norm1`",
+        "500 composites",
+        "| AD(15%) | 41.5 |",
+        'Explainer.from_pretrained("path/to/this/folder")',
+    ):
         assert text in card.text
 
     explainer.save_pretrained(tmp_path / "head", metrics={"AD(15%)": 40.0})
@@ -538,7 +567,7 @@ def test_push_to_hub_uploads_the_head_with_its_card(monkeypatch):
                 uploaded[path.name] = path.read_bytes().decode("utf-8", "replace")
             return "commit-url"
 
-    monkeypatch.setattr("huggingface_hub.hub_mixin.HfApi", RecordingApi)
+    monkeypatch.setattr("ttame.hub.heads.HfApi", RecordingApi)
     url = tiny_explainer().push_to_hub("me/tiny-head", training_data="tiny photos")
     assert url == "commit-url"
     assert set(uploaded) == {"README.md", "config.json", "model.safetensors"}

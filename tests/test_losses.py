@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from ttame.losses import AREA_EPS, TTameLoss, area_loss, smoothness_loss
+from ttame.training.losses import AREA_EPS, TTameLoss, area_loss, smoothness_loss
 
 
 def test_area_loss_hand_computed():

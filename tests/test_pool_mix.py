@@ -5,8 +5,10 @@ import pytest
 from PIL import Image
 
 from tests.test_pool import RED, photo, write_background, write_stamp
-from ttame.pool import CompositeMix, TrainingPool, mosaic
-from ttame.pool_sources import Background, PoolSources, SourceError, Stamp
+from ttame.data.pool.composites import CompositeMix, mosaic
+from ttame.data.pool.sources.common import Background, PoolSources, Stamp
+from ttame.data.pool.training import TrainingPool
+from ttame.errors import SourceError
 
 
 @pytest.fixture
@@ -27,8 +29,9 @@ def red_pixels(image: Image.Image) -> int:
 
 
 def test_mosaic_puts_each_picture_in_its_cell():
-    tiles = [Image.new("RGB", (30, 50), c) for c in [(255, 0, 0), (0, 255, 0), (0, 0, 255),
-                                                     (9, 9, 9)]]
+    tiles = [
+        Image.new("RGB", (30, 50), c) for c in [(255, 0, 0), (0, 255, 0), (0, 0, 255), (9, 9, 9)]
+    ]
     out = np.asarray(mosaic(tiles, (0.25, 0.5), 64))
     assert out.shape == (64, 64, 3)
     assert tuple(out[0, 0]) == (255, 0, 0) and tuple(out[0, 15]) == (255, 0, 0)
@@ -40,8 +43,13 @@ def test_mosaic_puts_each_picture_in_its_cell():
 
 def test_default_mix_is_one_stamp_and_more_stamps_cover_more(sources):
     one = TrainingPool(sources, composites_per_epoch=40, size=96, seed=1)
-    many = TrainingPool(sources, composites_per_epoch=40, size=96, seed=1,
-                        mix=CompositeMix(max_stamps=4, scale=(0.2, 0.3)))
+    many = TrainingPool(
+        sources,
+        composites_per_epoch=40,
+        size=96,
+        seed=1,
+        mix=CompositeMix(max_stamps=4, scale=(0.2, 0.3)),
+    )
     assert one.mix == CompositeMix()
     first = len(one.photos)
     singles = [red_pixels(one[i]) for i in range(first, len(one))]
@@ -54,10 +62,12 @@ def test_default_mix_is_one_stamp_and_more_stamps_cover_more(sources):
 
 
 def test_mosaics_are_made_of_training_photos_and_are_seeded(sources):
-    pool = TrainingPool(sources, composites_per_epoch=20, size=64, seed=2,
-                        mix=CompositeMix(mosaic=1.0))
-    again = TrainingPool(sources, composites_per_epoch=20, size=64, seed=2,
-                         mix=CompositeMix(mosaic=1.0))
+    pool = TrainingPool(
+        sources, composites_per_epoch=20, size=64, seed=2, mix=CompositeMix(mosaic=1.0)
+    )
+    again = TrainingPool(
+        sources, composites_per_epoch=20, size=64, seed=2, mix=CompositeMix(mosaic=1.0)
+    )
     first = len(pool.photos)
     for i in range(first, len(pool)):
         image = np.asarray(pool[i])

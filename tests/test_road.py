@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from ttame.metrics import road, road_cpu
-from ttame.metrics.road import noisy_linear_impute, removal_masks, road_scores
+from ttame.metrics.road import (
+    cpu_kernels,
+    cpu_solver,
+    noisy_linear_impute,
+    removal_masks,
+    road_scores,
+    torch_grids,
+    torch_solver,
+)
 
 reference = pytest.importorskip("pytorch_grad_cam.metrics.road")
 
@@ -35,12 +42,14 @@ def _cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     cases = []
     for h, w in ((16, 16), (24, 24), (15, 21)):
         images = torch.rand(4, 3, h, w, generator=g)
-        maps = torch.stack([
-            _blob_map(h, w, h / 2, w / 2, h / 4),
-            _blob_map(h, w, 0, w - 1, h / 3),  # a corner: removal touches two borders
-            _smooth_random_map(h, w, 1),
-            torch.rand(h, w, generator=g),  # scattered pixels
-        ])
+        maps = torch.stack(
+            [
+                _blob_map(h, w, h / 2, w / 2, h / 4),
+                _blob_map(h, w, 0, w - 1, h / 3),  # a corner: removal touches two borders
+                _smooth_random_map(h, w, 1),
+                torch.rand(h, w, generator=g),  # scattered pixels
+            ]
+        )
         for order in ("MoRF", "LeRF"):
             masks = removal_masks(maps, (0.1, 0.5, 0.9), order, generator=g)
             for f, fraction in enumerate((0.1, 0.5, 0.9)):
@@ -52,6 +61,7 @@ def _cases() -> list[tuple[str, torch.Tensor, torch.Tensor]]:
     return cases
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,images,removed", _cases(), ids=[c[0] for c in _cases()])
 def test_fill_matches_reference(name: str, images: torch.Tensor, removed: torch.Tensor) -> None:
     out = noisy_linear_impute(images, removed, noise=0.0)
@@ -63,8 +73,12 @@ def test_fill_matches_reference(name: str, images: torch.Tensor, removed: torch.
 
 def test_loose_tolerance_is_still_honoured() -> None:
     images = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(1))
-    removed = removal_masks(_blob_map(24, 24, 12, 12, 6)[None].expand(2, -1, -1), [0.9],
-                            "LeRF", generator=torch.Generator().manual_seed(0))[0]
+    removed = removal_masks(
+        _blob_map(24, 24, 12, 12, 6)[None].expand(2, -1, -1),
+        [0.9],
+        "LeRF",
+        generator=torch.Generator().manual_seed(0),
+    )[0]
     tight = noisy_linear_impute(images, removed, noise=0.0, tol=1e-6)
     loose = noisy_linear_impute(images, removed, noise=0.0, tol=0.05)
     assert (loose - tight).abs().max().item() <= 0.05
@@ -91,20 +105,27 @@ def _exact_inverse_norm(mask: torch.Tensor) -> float:
     return np.linalg.solve(a, np.ones(len(idx))).max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", ["torch", "cpu"])
 @pytest.mark.parametrize("side", [16, 27])
 def test_inverse_norm_bounds_are_upper_bounds(solver: str, side: int) -> None:
     """The certificate: our bound of ||A^-1||_inf is never below the exact value, and close."""
     h = w = side
     maps = torch.stack([_blob_map(h, w, 5, 9, 4), _smooth_random_map(h, w, 3)])
-    masks = torch.cat([removal_masks(maps, (0.2, 0.6, 0.9), o, torch.Generator().manual_seed(0))
-                       .flatten(0, 1) for o in ("MoRF", "LeRF")])
+    masks = torch.cat(
+        [
+            removal_masks(maps, (0.2, 0.6, 0.9), o, torch.Generator().manual_seed(0)).flatten(0, 1)
+            for o in ("MoRF", "LeRF")
+        ]
+    )
     images = torch.rand(len(masks), 3, h, w, generator=torch.Generator().manual_seed(1))
     if solver == "torch":
-        _, _, bounds = road._solve(images, masks[:, None], torch.arange(len(masks)), 1e-3, 100)
+        _, _, bounds = torch_solver.solve(
+            images, masks[:, None], torch.arange(len(masks)), 1e-3, 100
+        )
     else:
         groups = np.array([[i, -1] for i in range(len(masks))])
-        _, _, bounds, _ = road_cpu.solve(images.numpy(), masks.numpy(), groups, 1e-3, 100)
+        _, _, bounds, _ = cpu_solver.solve(images.numpy(), masks.numpy(), groups, 1e-3, 100)
         bounds = torch.from_numpy(bounds)
     for mask, bound in zip(masks, bounds.flatten(), strict=True):
         exact = _exact_inverse_norm(mask)
@@ -123,10 +144,12 @@ def _road_masks(saliency: torch.Tensor) -> torch.Tensor:
     """The 14 masks of a full ROAD: MoRF then LeRF at 10, 20, 30, 40, 50, 70, 90 %."""
     fractions = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9)
     g = torch.Generator().manual_seed(0)
-    return torch.cat([removal_masks(saliency[None], fractions, o, g)[:, 0]
-                      for o in ("MoRF", "LeRF")])
+    return torch.cat(
+        [removal_masks(saliency[None], fractions, o, g)[:, 0] for o in ("MoRF", "LeRF")]
+    )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["coffee", "chelsea"])
 def test_full_road_on_photos_matches_reference(name: str) -> None:
     """Textured photos, large removed regions (90 %: ||A^-1||_inf in the thousands), blob and
@@ -144,7 +167,7 @@ def test_full_road_on_photos_matches_reference(name: str) -> None:
 def test_pairs_are_never_adjacent(kind: str) -> None:
     saliency = _blob_map(48, 48, 20, 26, 12) if kind == "blob" else _smooth_random_map(48, 48, 5)
     masks = _road_masks(saliency)
-    groups = road._pairs(masks[:, None])
+    groups = torch_solver.pairs(masks[:, None])
     assert sorted(i for group in groups for i in group) == list(range(14))
     near = torch.nn.functional.max_pool2d(masks[:, None].float(), 3, 1, 1)[:, 0] > 0
     for group in groups:
@@ -156,7 +179,7 @@ def test_pairs_are_never_adjacent(kind: str) -> None:
         assert len(groups) == 8
     complement = masks[:1].clone()
     complement = torch.cat([complement, ~complement])  # adjacent everywhere: never paired
-    assert len(road._pairs(complement[:, None])) == 2
+    assert len(torch_solver.pairs(complement[:, None])) == 2
 
 
 def test_one_batch_as_on_a_gpu_matches_the_pairs_one_by_one() -> None:
@@ -165,9 +188,9 @@ def test_one_batch_as_on_a_gpu_matches_the_pairs_one_by_one() -> None:
     images = torch.rand(14, 3, 40, 40, generator=g)
     masks = _road_masks(_smooth_random_map(40, 40, 2))
     system = torch.empty(14, dtype=torch.long)
-    for k, group in enumerate(road._pairs(masks[:, None])):
+    for k, group in enumerate(torch_solver.pairs(masks[:, None])):
         system[group] = k
-    fill, bound, _ = road._solve(images, masks[:, None], system, 1e-3, 100)
+    fill, bound, _ = torch_solver.solve(images, masks[:, None], system, 1e-3, 100)
     assert bound.max().item() <= 1e-3
     batched = torch.where(masks[:, None], fill, images)
     one_by_one = noisy_linear_impute(images, masks, noise=0.0)
@@ -184,20 +207,27 @@ def test_cpu_restriction_is_the_adjoint_of_prolongation(fine: tuple[int, int]) -
     rng = np.random.default_rng(0)
     x, y = rng.random((hc, wc)), rng.random((h, w))
     px = np.zeros((h, w))
-    road_cpu._prolong_add(x, np.ones((h, w)), px, np.empty((hc, w)), np.empty(wc + 2))
+    cpu_kernels.prolong_add(x, np.ones((h, w)), px, np.empty((hc, w)), np.empty(wc + 2))
     ry = np.empty((hc, wc))
-    road_cpu._restrict(y, np.ones((hc, wc)), ry, np.empty(w), np.empty(2 * wc + 2))
+    cpu_kernels.restrict(y, np.ones((hc, wc)), ry, np.empty(w), np.empty(2 * wc + 2))
     assert np.isclose((px * y).sum(), (x * ry).sum(), rtol=1e-12)
     # Bilinear interpolation reproduces constants, and the torch solver's prolongation.
     ones = np.zeros((h, w))
-    road_cpu._prolong_add(np.ones((hc, wc)), np.ones((h, w)), ones, np.empty((hc, w)),
-                          np.empty(wc + 2))
+    cpu_kernels.prolong_add(
+        np.ones((hc, wc)), np.ones((h, w)), ones, np.empty((hc, w)), np.empty(wc + 2)
+    )
     assert np.allclose(ones, 1)
-    grid = road._Grid(torch.ones(1, 1, h, w, dtype=torch.bool),
-                      torch.ones(1, 1, h, w, dtype=torch.bool), torch.float64)
-    assert np.allclose(road._prolong(torch.from_numpy(x)[None, None], grid)[0, 0].numpy(), px)
+    grid = torch_grids.Grid(
+        torch.ones(1, 1, h, w, dtype=torch.bool),
+        torch.ones(1, 1, h, w, dtype=torch.bool),
+        torch.float64,
+    )
+    assert np.allclose(
+        torch_grids._prolong(torch.from_numpy(x)[None, None], grid)[0, 0].numpy(), px
+    )
 
 
+@pytest.mark.slow
 def test_cpu_solver_certifies_each_channel_in_few_iterations() -> None:
     """A full ROAD of a photo: every fill certified, within 1e-3 of the reference, in at most
     12 iterations per channel (about 8 are typical: a weaker preconditioner needs more)."""
@@ -205,12 +235,13 @@ def test_cpu_solver_certifies_each_channel_in_few_iterations() -> None:
     image = _photo("astronaut", size)
     masks = _road_masks(_blob_map(size, size, 20, 40, 12))
     groups = np.full((14, 2), -1)
-    for k, group in enumerate(road._pairs(masks[:, None])):
-        groups[k, :len(group)] = group
+    for k, group in enumerate(torch_solver.pairs(masks[:, None])):
+        groups[k, : len(group)] = group
     groups = groups[(groups >= 0).any(1)]
     images = image[None].expand(14, -1, -1, -1).contiguous()
-    fill, bound, norms, iterations = road_cpu.solve(images.numpy(), masks.numpy(), groups, 1e-3,
-                                                    100)
+    fill, bound, norms, iterations = cpu_solver.solve(
+        images.numpy(), masks.numpy(), groups, 1e-3, 100
+    )
     assert len(groups) == 8 and bound.max() <= 1e-3 and (norms > 100).any()
     assert iterations[:, :3].max() <= 12
     assert not fill[~masks[:, None].expand(-1, 3, -1, -1).numpy()].any()
@@ -230,13 +261,19 @@ def test_float64_images_stay_float64() -> None:
     assert (out[0] - expected).abs().max().item() <= 1e-3
 
 
+@pytest.mark.slow
 def test_concurrent_imputations_match_one_at_a_time() -> None:
     """The CPU solver runs without the GIL (the app imputes in worker threads)."""
     from concurrent.futures import ThreadPoolExecutor
 
     g = torch.Generator().manual_seed(8)
-    jobs = [(torch.rand(4, 3, 40, 40, generator=g),
-             _road_masks(_smooth_random_map(40, 40, k))[k:k + 4]) for k in range(4)]
+    jobs = [
+        (
+            torch.rand(4, 3, 40, 40, generator=g),
+            _road_masks(_smooth_random_map(40, 40, k))[k : k + 4],
+        )
+        for k in range(4)
+    ]
     alone = [noisy_linear_impute(images, masks, noise=0.0) for images, masks in jobs]
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(lambda job: noisy_linear_impute(*job, noise=0.0), jobs))
@@ -262,12 +299,9 @@ def test_noise_is_added_to_removed_pixels_only_and_seeded() -> None:
     removed = torch.zeros(2, 32, 32, dtype=torch.bool)
     removed[:, 4:28, 4:28] = True
     clean = noisy_linear_impute(images, removed, noise=0.0)
-    a = noisy_linear_impute(images, removed, noise=0.01,
-                            generator=torch.Generator().manual_seed(5))
-    b = noisy_linear_impute(images, removed, noise=0.01,
-                            generator=torch.Generator().manual_seed(5))
-    c = noisy_linear_impute(images, removed, noise=0.01,
-                            generator=torch.Generator().manual_seed(6))
+    a = noisy_linear_impute(images, removed, noise=0.01, generator=torch.Generator().manual_seed(5))
+    b = noisy_linear_impute(images, removed, noise=0.01, generator=torch.Generator().manual_seed(5))
+    c = noisy_linear_impute(images, removed, noise=0.01, generator=torch.Generator().manual_seed(6))
     assert torch.equal(a, b) and not torch.equal(a, c)
     keep = ~removed[:, None].expand_as(images)
     assert torch.equal(a[keep], images[keep])
@@ -365,14 +399,19 @@ def test_road_scores_on_a_known_model() -> None:
     # (12 < 16; 12, 25, 51 < 64); the imputed pixels are near 0, far below the threshold.
     assert scores["MoRF"]["accuracy"] == [1.0, 0.5, 0.5, 0.0]
     assert scores["MoRF"]["mean"] == pytest.approx(0.5)
-    assert scores["MoRF"]["correct"].tolist() == [[True, True], [False, True], [False, True],
-                                                  [False, False]]
+    assert scores["MoRF"]["correct"].tolist() == [
+        [True, True],
+        [False, True],
+        [False, True],
+        [False, False],
+    ]
     # LeRF removes black pixels only: the square is always there.
     assert scores["LeRF"]["accuracy"] == [1.0] * 4
     assert scores["labels"].tolist() == [0, 0]
     assert scores["fractions"] == list(fractions)
-    flipped = road_scores(_bright_square_model, images, maps, fractions=fractions,
-                          labels=torch.tensor([1, 1]))
+    flipped = road_scores(
+        _bright_square_model, images, maps, fractions=fractions, labels=torch.tensor([1, 1])
+    )
     assert flipped["MoRF"]["accuracy"] == [0.0, 0.5, 0.5, 1.0]
 
 
@@ -382,8 +421,15 @@ def test_road_scores_are_deterministic_and_independent_of_batching() -> None:
     kwargs = dict(fractions=(0.2, 0.6), return_images=True, seed=3)
     a = road_scores(_bright_square_model, images, maps, batch_size=3, **kwargs)
     b = road_scores(_bright_square_model, images, maps, batch_size=64, **kwargs)
-    c = road_scores(_bright_square_model, images, maps, batch_size=64, fractions=(0.2, 0.6),
-                    return_images=True, seed=4)
+    c = road_scores(
+        _bright_square_model,
+        images,
+        maps,
+        batch_size=64,
+        fractions=(0.2, 0.6),
+        return_images=True,
+        seed=4,
+    )
     for order in ("MoRF", "LeRF"):
         assert a["images"][order].shape == (2, 2, 3, 16, 16)
         # Same noise and masks; the fills agree within the solver's tolerance.

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from ttame.backbones import get_spec
 from ttame.errors import BackboneError
-from ttame.taps import build_backbone, infer_grid, tokens_to_grid
+from ttame.model.registry import get_spec
+from ttame.model.taps import build_backbone, infer_grid, tokens_to_grid
 
 
 @pytest.mark.parametrize(

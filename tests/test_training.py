@@ -16,32 +16,26 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tests.conftest import TINY_CNN, TinyCNN, _seeded
-from ttame import backbones, training
-from ttame.backbones import get_spec
-from ttame.data import (
-    DataError,
-    EpochSampler,
-    SeededItems,
-    folder_sources,
-    imagenet_layout,
-    list_sources,
-    read_list_file,
-)
-from ttame.explainer import fresh_head, load_head
-from ttame.losses import TTameLoss
-from ttame.pool import default_train_transform
-from ttame.taps import build_backbone
-from ttame.training import (
-    TrainConfig,
-    TrainingError,
-    compute_loss,
-    init_from_cam,
-    load_checkpoint,
-    save_checkpoint,
-    train,
-)
-from ttame.weights import WeightsSource
+from tests.helpers import TINY_CNN, TinyCNN, _seeded
+from ttame.cli import train as train_cli
+from ttame.data.folders import ImageFiles, imagenet_layout, read_list_file
+from ttame.data.sampling import EpochSampler, SeededItems
+from ttame.data.sources import folder_sources, list_sources
+from ttame.data.transforms import default_train_transform
+from ttame.distributed import setup_runtime
+from ttame.errors import DataError, TrainingError
+from ttame.explainer import fresh_head
+from ttame.hub.load import load_head
+from ttame.model import registry
+from ttame.model.registry import get_spec
+from ttame.model.taps import build_backbone
+from ttame.model.weights import WeightsSource
+from ttame.training import step, trainer
+from ttame.training.checkpoint import load_checkpoint, save_checkpoint
+from ttame.training.config import TrainConfig
+from ttame.training.losses import TTameLoss
+from ttame.training.step import compute_loss, init_from_cam
+from ttame.training.trainer import train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -56,22 +50,25 @@ def varied_cnn() -> torch.nn.Module:
     with torch.no_grad():
         model.fc.weight.normal_(0, 1, generator=generator)
         model.fc.weight -= model.fc.weight.mean(0, keepdim=True)
-        probe = F.interpolate(torch.rand(32, 3, 5, 5, generator=generator), size=32,
-                              mode="bilinear")
+        probe = F.interpolate(
+            torch.rand(32, 3, 5, 5, generator=generator), size=32, mode="bilinear"
+        )
         features = model.stage3(model.stage2(model.stage1(probe))).mean((2, 3))
         model.fc.bias.copy_(-(model.fc.weight @ features.mean(0)))
     return model
 
 
 VARIED_CNN = dataclasses.replace(
-    TINY_CNN, name="tiny_cnn_varied", build=varied_cnn,
+    TINY_CNN,
+    name="tiny_cnn_varied",
+    build=varied_cnn,
     weights=WeightsSource(download=lambda: varied_cnn().state_dict()),
 )
 
 
 @pytest.fixture(autouse=True)
 def varied_backbone(monkeypatch):
-    monkeypatch.setitem(backbones.REGISTRY, "tiny_cnn_varied", lambda: VARIED_CNN)
+    monkeypatch.setitem(registry.REGISTRY, "tiny_cnn_varied", lambda: VARIED_CNN)
 
 
 def write_images(folder: Path, count: int, seed: int = 0, size: int = 40) -> list[Path]:
@@ -90,9 +87,17 @@ def write_images(folder: Path, count: int, seed: int = 0, size: int = 40) -> lis
 
 def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
     options = dict(
-        backbone="tiny_cnn_varied", data=str(tmp_path / "images"), out=str(tmp_path / "run"),
-        epochs=2, batch=4, lr=0.05, workers=0, device="cpu", checkpoint_every=0,
-        val_fraction=0.2, seed=3,
+        backbone="tiny_cnn_varied",
+        data=str(tmp_path / "images"),
+        out=str(tmp_path / "run"),
+        epochs=2,
+        batch=4,
+        lr=0.05,
+        workers=0,
+        device="cpu",
+        checkpoint_every=0,
+        val_fraction=0.2,
+        seed=3,
     )
     options.update(overrides)
     return TrainConfig(**options)
@@ -208,13 +213,7 @@ def test_cam_init_needs_a_classifier():
 def test_list_file_format(tmp_path):
     (tmp_path / "n01").mkdir()
     listing = tmp_path / "train.txt"
-    listing.write_text(
-        "# comment\n"
-        "n01/a.JPEG 0\n"
-        "\n"
-        "n01/with space.png 12\n"
-        "n01/nolabel.jpg\n"
-    )
+    listing.write_text("# comment\nn01/a.JPEG 0\n\nn01/with space.png 12\nn01/nolabel.jpg\n")
     entries = read_list_file(listing)
     assert entries == [
         (tmp_path / "n01/a.JPEG", 0),
@@ -230,9 +229,7 @@ def test_list_file_format(tmp_path):
 
 def test_list_sources_read_images(tmp_path):
     paths = write_images(tmp_path / "imgs" / "n01", 3)
-    (tmp_path / "train.txt").write_text(
-        "".join(f"n01/{p.name} 7\n" for p in paths[:2])
-    )
+    (tmp_path / "train.txt").write_text("".join(f"n01/{p.name} 7\n" for p in paths[:2]))
     (tmp_path / "val.txt").write_text(f"n01/{paths[2].name} 7\n")
     sources = list_sources(tmp_path / "train.txt", tmp_path / "val.txt", tmp_path / "imgs")
     assert len(sources.train) == 2 and len(sources.val) == 1
@@ -246,7 +243,8 @@ def test_imagenet_layout_and_plain_folder(tmp_path):
     write_images(tmp_path / "inet" / "train" / "n02", 2, seed=1)
     write_images(tmp_path / "inet" / "val" / "n01", 2, seed=2)
     assert imagenet_layout(tmp_path / "inet") == (
-        tmp_path / "inet" / "train", tmp_path / "inet" / "val"
+        tmp_path / "inet" / "train",
+        tmp_path / "inet" / "val",
     )
     sources = folder_sources(tmp_path / "inet", val_fraction=0.5)
     assert (len(sources.train), len(sources.val)) == (5, 2)
@@ -268,8 +266,6 @@ def test_imagenet_layout_and_plain_folder(tmp_path):
 
 def test_items_are_seeded_by_epoch_and_index(tmp_path):
     paths = write_images(tmp_path / "images", 4, size=60)
-    from ttame.data import ImageFiles
-
     items = SeededItems(ImageFiles(paths), default_train_transform(32, 36), seed=5)
     torch.manual_seed(0)
     first = items[(0, 1)]
@@ -297,6 +293,7 @@ def test_epoch_sampler_splits_and_skips():
 # --- runs ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_writes_a_head_logs_and_changes_the_head(tmp_path):
     write_images(tmp_path / "images", 12)
     config = tiny_config(tmp_path, init="random")
@@ -318,13 +315,18 @@ def test_run_writes_a_head_logs_and_changes_the_head(tmp_path):
     assert lrs[0] < max(lrs) and lrs[-1] < max(lrs)  # one cycle: up, then down
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_on_its_data(tmp_path):
     write_images(tmp_path / "images", 16)
     config = tiny_config(tmp_path, epochs=6, lr=0.2, val_fraction=0.0, init="random")
     backbone = build_backbone(get_spec("tiny_cnn_varied"))
     images = torch.stack(
-        [SeededItems(folder_sources(config.data, 0.0).train, default_train_transform(32, 36))
-         [(0, i)] for i in range(16)]
+        [
+            SeededItems(folder_sources(config.data, 0.0).train, default_train_transform(32, 36))[
+                (0, i)
+            ]
+            for i in range(16)
+        ]
     )
     torch.manual_seed(config.seed)
     before = fresh_head(backbone).eval()
@@ -340,6 +342,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_gives_the_same_head(tmp_path, monkeypatch):
     write_images(tmp_path / "images", 20)
     whole = tiny_config(tmp_path, out=str(tmp_path / "whole"), checkpoint_every=1)
@@ -349,7 +352,7 @@ def test_resume_after_a_kill_gives_the_same_head(tmp_path, monkeypatch):
     kill_at = per_epoch + 3  # the third step of the second epoch
 
     calls = {"n": 0}
-    real = training.compute_loss
+    real = trainer.compute_loss
 
     def dies_mid_epoch(*args, **kwargs):
         if torch.is_grad_enabled():
@@ -359,10 +362,10 @@ def test_resume_after_a_kill_gives_the_same_head(tmp_path, monkeypatch):
         return real(*args, **kwargs)
 
     cut = tiny_config(tmp_path, out=str(tmp_path / "cut"), checkpoint_every=1)
-    monkeypatch.setattr(training, "compute_loss", dies_mid_epoch)
+    monkeypatch.setattr(trainer, "compute_loss", dies_mid_epoch)
     with pytest.raises(Killed):
         train(cut)
-    monkeypatch.setattr(training, "compute_loss", real)
+    monkeypatch.setattr(trainer, "compute_loss", real)
     saved = load_checkpoint(Path(cut.out) / "checkpoint.pt")
     progress = saved["progress"]
     assert (progress["step"], progress["epoch"], progress["step_in_epoch"]) == (kill_at - 1, 1, 2)
@@ -371,8 +374,10 @@ def test_resume_after_a_kill_gives_the_same_head(tmp_path, monkeypatch):
     train(tiny_config(tmp_path, out=str(tmp_path / "cut"), checkpoint_every=1, resume=True))
     a, b = head_state(Path(whole.out) / "head"), head_state(Path(cut.out) / "head")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    for name, columns in (("steps.csv", ("step", "loss", "lr")),
-                          ("epochs.csv", ("epoch", "step", "loss", "val_loss"))):
+    for name, columns in (
+        ("steps.csv", ("step", "loss", "lr")),
+        ("epochs.csv", ("epoch", "step", "loss", "val_loss")),
+    ):
         rows = []
         for run in (whole, cut):
             with (Path(run.out) / name).open() as f:
@@ -380,6 +385,7 @@ def test_resume_after_a_kill_gives_the_same_head(tmp_path, monkeypatch):
         assert rows[0] == rows[1]
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_options_and_damaged_checkpoints(tmp_path):
     write_images(tmp_path / "images", 10)
     config = tiny_config(tmp_path, epochs=1, checkpoint_every=1)
@@ -428,14 +434,14 @@ def train_until_stopped(argv: list[str], stop_in: str, stop_at: int, stopped) ->
 
     count = itertools.count(1)
     if stop_in == "step":
-        real_loss = training.compute_loss
+        real_loss = trainer.compute_loss
 
         def compute_loss(*args, **kwargs):
             if torch.is_grad_enabled() and next(count) == stop_at:  # not the validation
                 stop()
             return real_loss(*args, **kwargs)
 
-        training.compute_loss = compute_loss
+        trainer.compute_loss = compute_loss
     elif stop_in == "checkpoint write":
         real_fdopen = os.fdopen
 
@@ -444,16 +450,36 @@ def train_until_stopped(argv: list[str], stop_in: str, stop_at: int, stopped) ->
             return HalfWritten(file, stop) if mode == "wb" and next(count) == stop_at else file
 
         os.fdopen = fdopen
-    sys.exit(training.main(argv))
+    sys.exit(train_cli.main(argv))
 
 
 def launch(tmp_path: Path, out: str, *options: str, stop_in: str = "", stop_at: int = 0):
     """A training run on the tiny data in its own (forked) process; returns it and its flag."""
     argv = [
-        "--backbone", "tiny_cnn_varied", "--data", str(tmp_path / "images"), "--out",
-        str(tmp_path / out), "--epochs", "2", "--batch", "4", "--lr", "0.05", "--workers", "0",
-        "--device", "cpu", "--threads", "1", "--checkpoint-every", "1", "--val-fraction", "0.2",
-        "--seed", "3",
+        "--backbone",
+        "tiny_cnn_varied",
+        "--data",
+        str(tmp_path / "images"),
+        "--out",
+        str(tmp_path / out),
+        "--epochs",
+        "2",
+        "--batch",
+        "4",
+        "--lr",
+        "0.05",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--checkpoint-every",
+        "1",
+        "--val-fraction",
+        "0.2",
+        "--seed",
+        "3",
         *options,
     ]
     context = multiprocessing.get_context("fork")
@@ -478,6 +504,8 @@ def finished(process, _stopped) -> bool:
     return process.exitcode == 0
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_sigkill_mid_step_or_mid_checkpoint_write_then_resume_gives_the_same_head(tmp_path):
     write_images(tmp_path / "images", 20)
     steps = len(folder_sources(tmp_path / "images", 0.2).train) // 4
@@ -510,6 +538,7 @@ def test_sigkill_mid_step_or_mid_checkpoint_write_then_resume_gives_the_same_hea
             assert rows[0] == rows[1]
 
 
+@pytest.mark.slow
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"step": 1})
@@ -524,6 +553,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == [path]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("value", ["nan", "inf"])
 def test_a_non_finite_loss_stops_without_writing_a_head(value, tmp_path, monkeypatch):
     write_images(tmp_path / "images", 12)
@@ -546,6 +576,7 @@ def test_a_non_finite_loss_stops_without_writing_a_head(value, tmp_path, monkeyp
     assert load_checkpoint(Path(config.out) / "checkpoint.pt")["progress"]["step"] == 1
 
 
+@pytest.mark.slow
 def test_a_head_with_non_finite_weights_is_never_written(tmp_path, monkeypatch):
     write_images(tmp_path / "images", 4)
     real = torch.optim.SGD.step
@@ -563,11 +594,19 @@ def test_a_head_with_non_finite_weights_is_never_written(tmp_path, monkeypatch):
     assert not (Path(config.out) / "head").exists()
 
 
+@pytest.mark.slow
 def test_fp16_head_is_stored_in_half_and_loads_as_float32(tmp_path):
     write_images(tmp_path / "images", 10)
     full = train(tiny_config(tmp_path, epochs=1, head_dir=str(tmp_path / "fp32")))
-    half = train(tiny_config(tmp_path, epochs=1, out=str(tmp_path / "run16"),
-                             head_dir=str(tmp_path / "fp16"), fp16_head=True))
+    half = train(
+        tiny_config(
+            tmp_path,
+            epochs=1,
+            out=str(tmp_path / "run16"),
+            head_dir=str(tmp_path / "fp16"),
+            fp16_head=True,
+        )
+    )
     from safetensors import safe_open
 
     for folder, dtype in ((full, torch.float32), (half, torch.float16)):
@@ -576,8 +615,11 @@ def test_fp16_head_is_stored_in_half_and_loads_as_float32(tmp_path):
     assert (half / "model.safetensors").stat().st_size < (full / "model.safetensors").stat().st_size
     umask = os.umask(0)
     os.umask(umask)
-    for path in (half / "model.safetensors", half / "config.json", tmp_path / "run16" /
-                 "checkpoint.pt"):
+    for path in (
+        half / "model.safetensors",
+        half / "config.json",
+        tmp_path / "run16" / "checkpoint.pt",
+    ):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask
     a, b = load_head(full).state_dict(), load_head(half).state_dict()
     assert b["fuser.weight"].dtype == torch.float32
@@ -587,7 +629,7 @@ def test_fp16_head_is_stored_in_half_and_loads_as_float32(tmp_path):
 def test_help_documents_every_option(capsys):
     from ttame.cli import main as cli_main
 
-    for entry in (training.main, lambda argv: cli_main(["train", *argv])):
+    for entry in (train_cli.main, lambda argv: cli_main(["train", *argv])):
         with pytest.raises(SystemExit):
             entry(["--help"])
         text = capsys.readouterr().out
@@ -602,34 +644,61 @@ def test_data_options_are_exclusive(tmp_path):
         train(tiny_config(tmp_path, pool=str(tmp_path)))
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_two_processes_with_gloo(tmp_path):
     write_images(tmp_path / "images", 12)
     script = tmp_path / "launch.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(REPO)!r})
         from tests.test_training import VARIED_CNN
-        from ttame import backbones
-        backbones.REGISTRY["tiny_cnn_varied"] = lambda: VARIED_CNN
-        from ttame.training import main
+        from ttame.model import registry
+        registry.REGISTRY["tiny_cnn_varied"] = lambda: VARIED_CNN
+        from ttame.cli.train import main
         sys.exit(main())
-    """))
+    """)
+    )
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        str(script), "--backbone", "tiny_cnn_varied", "--data",
-        str(tmp_path / "images"), "--out", str(tmp_path / "ddp"), "--epochs", "2",
-        "--batch", "4", "--workers", "0", "--device", "cpu", "--threads", "1",
-        "--val-fraction", "0.2", "--checkpoint-every", "1",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+        "--backbone",
+        "tiny_cnn_varied",
+        "--data",
+        str(tmp_path / "images"),
+        "--out",
+        str(tmp_path / "ddp"),
+        "--epochs",
+        "2",
+        "--batch",
+        "4",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--val-fraction",
+        "0.2",
+        "--checkpoint-every",
+        "1",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    # A generous limit: two processes start torch, and a shared machine may be busy.
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("head written") == 1  # only rank 0 writes and logs
     head = load_head(tmp_path / "ddp" / "head")
     assert head.backbone == "tiny_cnn_varied"
     with (tmp_path / "ddp" / "steps.csv").open() as f:
-        assert len(list(csv.DictReader(f))) == 2 * (len(
-            folder_sources(tmp_path / "images", 0.2).train) // 4)
+        assert len(list(csv.DictReader(f))) == 2 * (
+            len(folder_sources(tmp_path / "images", 0.2).train) // 4
+        )
 
 
 # --- training made for small data -----------------------------------------------------------
@@ -637,7 +706,7 @@ def test_two_processes_with_gloo(tmp_path):
 
 def test_shared_fusion_folds_into_a_plain_head_with_the_same_maps():
     backbone, head, images = tiny_batch(count=4)
-    shared = training.SharedFusion(head)
+    shared = step.SharedFusion(head)
     with torch.no_grad():
         shared.shared.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
     classes = torch.tensor([0, 3, 7])
@@ -651,44 +720,52 @@ def test_shared_fusion_folds_into_a_plain_head_with_the_same_maps():
     assert type(folded) is type(head) and folded.state_dict().keys() == head.state_dict().keys()
 
 
+@pytest.mark.slow
 def test_shared_fusion_learns_from_every_image_and_the_head_file_holds_it(tmp_path):
     write_images(tmp_path / "images", 12)
-    config = tiny_config(tmp_path, shared_fusion=True, optimizer="adamw", lr=0.01,
-                         init="random")
-    trainer = training.Trainer(config, training.setup_runtime("cpu"), None)
-    folder = trainer.run()
-    assert trainer.trainable.shared.abs().sum() > 0
-    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    config = tiny_config(tmp_path, shared_fusion=True, optimizer="adamw", lr=0.01, init="random")
+    run = trainer.Trainer(config, setup_runtime("cpu"), None)
+    folder = run.run()
+    assert run.trainable.shared.abs().sum() > 0
+    assert isinstance(run.optimizer, torch.optim.AdamW)
     written = load_head(folder)
-    expected = trainer.trainable.folded().state_dict()
+    expected = run.trainable.folded().state_dict()
     assert all(torch.equal(written.state_dict()[k], expected[k]) for k in expected)
 
 
+@pytest.mark.slow
 def test_low_res_steps_come_first_then_full_size(tmp_path, monkeypatch):
     write_images(tmp_path / "images", 12)
     config = tiny_config(tmp_path, low_res=24, low_res_share=0.5, epochs=2)
     sides = []
-    real = training.compute_loss
+    real = trainer.compute_loss
 
     def record(backbone, head, loss_fn, images, *args):
         if torch.is_grad_enabled():
             sides.append(images.shape[-1])
         return real(backbone, head, loss_fn, images, *args)
 
-    monkeypatch.setattr(training, "compute_loss", record)
+    monkeypatch.setattr(trainer, "compute_loss", record)
     train(config)
     half = len(sides) // 2
     assert sides == [24] * half + [32] * (len(sides) - half)
 
 
+@pytest.mark.slow
 def test_resume_is_exact_with_the_small_data_options(tmp_path, monkeypatch):
     write_images(tmp_path / "images", 20)
-    options = dict(checkpoint_every=1, shared_fusion=True, optimizer="adamw", lr=0.01,
-                   low_res=24, low_res_share=0.5)
+    options = dict(
+        checkpoint_every=1,
+        shared_fusion=True,
+        optimizer="adamw",
+        lr=0.01,
+        low_res=24,
+        low_res_share=0.5,
+    )
     whole = tiny_config(tmp_path, out=str(tmp_path / "whole"), **options)
     train(whole)
     calls = {"n": 0}
-    real = training.compute_loss
+    real = trainer.compute_loss
 
     def dies(*args, **kwargs):
         if torch.is_grad_enabled():
@@ -697,10 +774,10 @@ def test_resume_is_exact_with_the_small_data_options(tmp_path, monkeypatch):
                 raise Killed
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "compute_loss", dies)
+    monkeypatch.setattr(trainer, "compute_loss", dies)
     with pytest.raises(Killed):
         train(tiny_config(tmp_path, out=str(tmp_path / "cut"), **options))
-    monkeypatch.setattr(training, "compute_loss", real)
+    monkeypatch.setattr(trainer, "compute_loss", real)
     train(tiny_config(tmp_path, out=str(tmp_path / "cut"), resume=True, **options))
     a, b = head_state(Path(whole.out) / "head"), head_state(tmp_path / "cut" / "head")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -714,7 +791,7 @@ def test_low_res_is_refused_for_a_vit(tmp_path):
 
 def test_kept_image_keeps_the_top_share_as_the_protocol_scores_it():
     maps = torch.arange(16.0).reshape(1, 4, 4)
-    kept = training.kept_image(maps, torch.Size([4, 4]), 0.25)
+    kept = step.kept_image(maps, torch.Size([4, 4]), 0.25)
     normalised = maps / 15
     assert torch.allclose(kept, normalised * (maps >= 12))
     assert (kept > 0).float().mean() == 0.25

@@ -1,204 +1,50 @@
 """The explainer: a frozen backbone, its taps and a T-TAME head, answering ``explain``.
 
 ``explain(images, classes)`` costs one backbone pass plus the head, with the fusion computed
-only for the classes asked for. Heads load from a local folder, the bundled ``checkpoints/``
-or a Hugging Face Hub repo id (safetensors only: nothing pickled is ever loaded).
+only for the classes asked for; ``explain_image(photo, target)`` does the same for one photo
+and puts the map back on the photo's own pixels. Heads load from a local folder, the bundled
+``checkpoints/`` or a Hugging Face Hub repo (safetensors only: nothing pickled is ever loaded).
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import difflib
-import json
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from safetensors.torch import load_model
+from PIL import Image
 from torch import nn
 
-from ttame.backbones import DEFAULT_BACKBONE, BackboneSpec, get_spec
-from ttame.errors import ClassIndexError, HeadError, ImageError
-from ttame.head import AttentionHead
-from ttame.hub import (
-    CHECKPOINT_SUFFIXES,
-    HF_SCHEME,
-    REPO_ID,
-    HubRef,
-    checkpoint_head,
-    convert_checkpoint,
-    hub_folder,
-    tap_channels,
+from ttame.errors import BackboneError, ClassIndexError, HeadError, UntrainedHeadWarning
+from ttame.explanation import (
+    ClassesArg,
+    Explanation,
+    ImageExplanation,
+    check_images,
+    normalize_maps,
+    target_classes,
 )
-from ttame.taps import Backbone, build_backbone
+from ttame.hub.heads import push_head, save_head
+from ttame.hub.load import bundled_head, load_head
+from ttame.images import Geometry, ImageSource, load_image, preprocess
+from ttame.model.backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
+from ttame.model.head import AttentionHead
+from ttame.model.registry import DEFAULT_BACKBONE, REGISTRY, get_spec
+from ttame.model.taps import Backbone, build_backbone, probe, probe_spec
+from ttame.model.timm import TIMM_PREFIX
 
-ClassesArg = int | Sequence[int] | Sequence[Sequence[int]] | torch.Tensor | None
-_PACKAGE_CHECKPOINTS = Path(__file__).parent / "checkpoints"
-_SOURCE_CHECKPOINTS = Path(__file__).parent.parent / "checkpoints"
-
-
-class UntrainedHeadWarning(UserWarning):
-    """The head was never trained: its maps mean nothing yet."""
-
-
-@dataclass
-class Explanation:
-    """Saliency maps and what they explain.
-
-    ``maps`` is ``B x H x W`` (one class per image) or ``B x M x H x W`` (M classes per image),
-    in [0, 1], at the input's resolution and on its device; ``classes`` is ``B`` or ``B x M``;
-    ``probabilities`` is the backbone's softmax on the clean images, ``B x K``.
-    """
-
-    maps: torch.Tensor
-    classes: torch.Tensor
-    probabilities: torch.Tensor
-
-    @property
-    def scores(self) -> torch.Tensor:
-        """Probability of each explained class, shaped like ``classes``."""
-        flat = self.classes.reshape(self.classes.shape[0], -1)
-        return self.probabilities.gather(1, flat).reshape(self.classes.shape)
+__all__ = ["Explainer", "UntrainedHeadWarning", "check_fit", "fresh_head", "load_explainer"]
 
 
-def normalize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Min-max each map to [0, 1] (a constant map becomes 0), then upsample bilinearly."""
-    maps = maps.float()
-    low = maps.amin(dim=(-2, -1), keepdim=True)
-    high = maps.amax(dim=(-2, -1), keepdim=True)
-    maps = (maps - low) / (high - low).clamp_min(1e-12)
-    if tuple(maps.shape[-2:]) != tuple(size):
-        maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
-    return maps.clamp_(0.0, 1.0)
-
-
-def check_images(images: torch.Tensor) -> torch.Tensor:
-    """Validate a raw RGB batch in [0, 1]; a single ``3 x H x W`` image gets a batch axis."""
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
-        raise ImageError("Images must be a floating-point tensor B x 3 x H x W in [0, 1].")
-    if images.dim() == 3:
-        images = images.unsqueeze(0)
-    if images.dim() != 4 or images.shape[1] != 3 or images.shape[0] == 0:
-        raise ImageError(f"Images must be B x 3 x H x W; got shape {tuple(images.shape)}.")
-    if not torch.isfinite(images).all():
-        raise ImageError("Images contain NaN or infinite values.")
-    low, high = float(images.min()), float(images.max())
-    if low < -1e-3 or high > 1 + 1e-3:
-        raise ImageError(
-            f"Images must be raw RGB in [0, 1] (normalisation happens inside); got values in "
-            f"[{low:.3g}, {high:.3g}]."
-        )
-    return images
-
-
-def target_classes(classes: ClassesArg, logits: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """Classes to explain as ``B x M`` indices, and whether one class per image was asked."""
-    batch, num_classes = logits.shape
-    if classes is None:
-        return logits.argmax(dim=1, keepdim=True), True
-    try:
-        target = torch.as_tensor(classes, device=logits.device)
-    except (TypeError, ValueError) as exc:
-        raise ClassIndexError(f"Classes must be integers; got {classes!r}.") from exc
-    if target.is_floating_point() or target.dtype == torch.bool or target.is_complex():
-        raise ClassIndexError(f"Class indices must be integers; got dtype {target.dtype}.")
-    target = target.long()
-    single = target.dim() <= 1
-    if target.dim() == 0:
-        target = target.expand(batch)
-    if target.dim() == 1:
-        target = target[:, None]
-    if target.dim() != 2 or target.shape[0] != batch or target.shape[1] == 0:
-        raise ClassIndexError(
-            f"Give one class per image ({batch}) or a B x M tensor; got shape "
-            f"{tuple(torch.as_tensor(classes).shape)}."
-        )
-    bad = target[(target < 0) | (target >= num_classes)]
-    if bad.numel():
-        raise ClassIndexError(
-            f"Class index {int(bad[0])} is out of range: this backbone has classes "
-            f"0..{num_classes - 1}."
-        )
-    return target, single
-
-
-def bundled_head(backbone: str) -> Path | None:
-    """The head shipped in ``checkpoints/<backbone>`` (package data or a source checkout)."""
-    for root in (_PACKAGE_CHECKPOINTS, _SOURCE_CHECKPOINTS):
-        folder = root / backbone.replace("/", "--")
-        if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
-            return folder
-    return None
-
-
-def load_head(
-    source: str | Path, cache_dir: str | Path | None = None, backbone: str | None = None
-) -> AttentionHead:
-    """A head from a folder, a Hub repo id, a reference checkpoint or an ``hf://`` reference.
-
-    - a folder with ``config.json`` + ``model.safetensors``;
-    - ``OWNER/NAME`` or ``hf://OWNER/NAME[@REVISION]``: a head repo on the Hub;
-    - ``FILE.ckpt`` (also ``.pt`` / ``.pth``): a checkpoint of the reference implementation,
-      converted in memory (:func:`ttame.hub.convert_checkpoint`);
-    - ``hf://OWNER/NAME[@REVISION]/FILE.ckpt``: such a checkpoint in a Hub repo, fetched and
-      converted once, then cached.
-
-    Hub files are looked up in the Hugging Face cache first; only on a miss, and when the Hub
-    answers within a few seconds, are they downloaded. Offline, the failure is immediate.
-    ``backbone`` names the backbone a checkpoint belongs to when the file does not say.
-    """
-    text = str(source)
-    path = Path(source).expanduser()
-    if text.startswith(HF_SCHEME):
-        ref = HubRef.parse(text)
-        if ref.filename is None:
-            path = hub_folder(ref.repo_id, cache_dir, ref.revision)
-        else:
-            path = checkpoint_head(ref, backbone, cache_dir)
-    elif path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
-        return convert_checkpoint(path, backbone)[0]
-    elif path.is_dir():
-        missing = [n for n in ("config.json", "model.safetensors") if not (path / n).is_file()]
-        if missing:
-            raise HeadError(f"Head folder {path} lacks {', '.join(missing)}.")
-    elif REPO_ID.match(text) and ".." not in text:
-        path = hub_folder(text, cache_dir)
-    else:
-        raise HeadError(
-            f"'{source}' is neither a head folder nor a Hugging Face Hub repo id (owner/name); "
-            "other sources: hf://owner/name[/file.ckpt], a reference checkpoint file (.ckpt)."
-        )
-    try:
-        config = json.loads((path / "config.json").read_text())
-        head = AttentionHead(**config)
-        load_model(head, str(path / "model.safetensors"), strict=True)
-    except Exception as exc:
-        raise HeadError(f"Could not load the head from '{source}': {_reason(exc)}") from exc
-    return head.eval()
-
-
-def check_fit(head: AttentionHead, spec: BackboneSpec) -> None:
-    """Refuse a head whose channels or classes differ from the backbone's, before any weights.
-
-    A head file is consistent on its own but may name the wrong sizes for its backbone; found
-    here, that is one clear error at load time instead of a failure at the first explanation.
-    """
-    channels, classes = tap_channels(spec, head.layers)
-    if channels != head.in_channels or classes != head.num_classes:
-        raise HeadError(
-            f"The head expects tapped maps with channels {head.in_channels} (layers "
-            f"{head.layers}) and {head.num_classes} classes, but backbone '{spec.name}' gives "
-            f"{channels} and {classes} classes: the head does not fit this backbone."
-        )
-
-
-def _reason(exc: Exception) -> str:
-    """The exception on one line (the CLI prints one line per error), at most 300 characters."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+def is_backbone_name(text: str) -> bool:
+    """Whether ``text`` names a backbone (registered, or ``timm/<model>``) rather than a head."""
+    return text in REGISTRY or text.startswith(TIMM_PREFIX)
 
 
 class Explainer(nn.Module):
@@ -212,10 +58,18 @@ class Explainer(nn.Module):
 
     @property
     def spec(self) -> BackboneSpec:
+        """The backbone's spec: its name, input sizes, normalisation and classes."""
         return self.backbone.spec
+
+    @property
+    def device(self) -> torch.device:
+        """Where the explainer's weights are."""
+        param = next(self.parameters(), None)
+        return param.device if param is not None else torch.device("cpu")
 
     @cached_property
     def categories(self) -> list[str]:
+        """The class names, by index (``class i`` where the backbone names none)."""
         names = self.spec.categories()
         if len(names) != self.head.num_classes:
             return [f"class {i}" for i in range(self.head.num_classes)]
@@ -224,23 +78,35 @@ class Explainer(nn.Module):
     @classmethod
     def from_pretrained(
         cls,
-        head: str | Path | None = None,
+        source: str | Path | None = None,
         backbone: str | None = None,
         weights: str | Path | None = None,
         device: str | torch.device = "cpu",
         pretrained_backbone: bool = True,
+        *,
+        head: str | Path | None = None,
     ) -> Explainer:
-        """Build an explainer from a head (any source :func:`load_head` takes) or the bundled one.
+        """An explainer from a backbone name or a head (any source :func:`load_head` takes).
 
-        With no head, the bundled ``checkpoints/<backbone>`` is used; if there is none, a fresh
-        untrained head is built and every ``explain`` warns loudly.
+        ``source`` is a backbone name (``"mobilenet_v2"``, ``"timm/resnet18"``: its bundled
+        head), or a head: a folder, ``OWNER/NAME``, ``hf://...`` or a reference ``.ckpt``.
+        ``head=`` and ``backbone=`` say which explicitly. Without a head, the bundled
+        ``checkpoints/<backbone>`` is used; if there is none, a fresh untrained head is built
+        and every ``explain`` warns loudly. ``weights`` is a local file of backbone weights.
         """
-        source = head if head is not None else bundled_head(backbone or DEFAULT_BACKBONE)
-        loaded = load_head(source, backbone=backbone) if source is not None else None
+        if source is not None and head is not None:
+            raise HeadError("Give the head once: as the first argument or as head=.")
+        if source is not None and isinstance(source, str) and is_backbone_name(source):
+            if backbone is not None and backbone != source:
+                raise BackboneError(f"Two backbones named: '{source}' and '{backbone}'.")
+            backbone, source = source, None
+        head = head if head is not None else source
+        chosen = head if head is not None else bundled_head(backbone or DEFAULT_BACKBONE)
+        loaded = load_head(chosen, backbone=backbone) if chosen is not None else None
         name = backbone or (loaded.backbone if loaded is not None else DEFAULT_BACKBONE)
         if loaded is not None and loaded.backbone != name:
             raise HeadError(
-                f"The head at '{source}' was trained for backbone '{loaded.backbone}', "
+                f"The head at '{chosen}' was trained for backbone '{loaded.backbone}', "
                 f"not '{name}'."
             )
         spec = get_spec(name)
@@ -250,7 +116,61 @@ class Explainer(nn.Module):
         body = build_backbone(spec, weights, pretrained_backbone, layers)
         if loaded is None:
             loaded = fresh_head(body)
-        return cls(body, loaded, trained=source is not None).to(device).eval()
+        return cls(body, loaded, trained=chosen is not None).to(device).eval()
+
+    @classmethod
+    def for_model(
+        cls,
+        model: nn.Module,
+        layers: Sequence[str],
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        *,
+        input_size: int = 224,
+        resize_size: int = 256,
+        categories: Sequence[str] | None = None,
+        num_prefix_tokens: int = 0,
+        name: str = "custom",
+        head: str | Path | AttentionHead | None = None,
+    ) -> Explainer:
+        """An explainer on a user's own classifier, tapping the named ``layers``.
+
+        ``model`` maps normalised images to logits; ``mean`` and ``std`` are its input
+        normalisation, ``input_size``/``resize_size`` its centre crop. Token layers
+        (``B x N x D``) are laid on their patch grid after dropping ``num_prefix_tokens``.
+        Without ``head`` the head is fresh and untrained (train one with ``ttame train`` after
+        :func:`ttame.register_backbone`, or pass a trained one).
+        """
+        frozen = model.eval().requires_grad_(False)
+        spec = BackboneSpec(
+            name=name,
+            build=lambda: copy.deepcopy(frozen),
+            taps=tuple(layers),
+            kind="cnn",
+            categories=lambda: list(categories) if categories is not None else [],
+            input_size=input_size,
+            resize_size=resize_size,
+            mean=_triple(mean),
+            std=_triple(std),
+            num_prefix_tokens=num_prefix_tokens,
+            description="a user's own model",
+        )
+        body = Backbone(frozen, spec)
+        if any(probe(body).tokens):
+            body.spec = spec = dataclasses.replace(spec, kind="vit")
+        if head is None:
+            return cls(body, fresh_head(body), trained=False).eval()
+        loaded = head if isinstance(head, AttentionHead) else load_head(head, backbone=name)
+        if list(layers) != loaded.layers:
+            raise HeadError(f"The head taps {loaded.layers}, not {list(layers)}.")
+        shapes = probe(Backbone(frozen, spec, tuple(loaded.layers)))
+        if shapes.channels != loaded.in_channels or shapes.num_classes != loaded.num_classes:
+            raise HeadError(
+                f"The head expects channels {loaded.in_channels} and {loaded.num_classes} "
+                f"classes; the model gives {shapes.channels} and {shapes.num_classes}: the head "
+                "does not fit this backbone."
+            )
+        return cls(Backbone(frozen, spec, tuple(loaded.layers)), loaded.eval()).eval()
 
     def class_index(self, name_or_index: str | int) -> int:
         """A class index from an index, a digit string or a class name (case-insensitive)."""
@@ -275,11 +195,24 @@ class Explainer(nn.Module):
         hint = f" Did you mean: {', '.join(options)}?" if options else ""
         raise ClassIndexError(f"Unknown class name '{text}'.{hint}")
 
+    def _indices(self, classes: ClassesArg) -> ClassesArg:
+        """``classes`` with every class name replaced by its index."""
+        if isinstance(classes, str):
+            return self.class_index(classes)
+        if isinstance(classes, Sequence) and any(
+            isinstance(c, str) or (isinstance(c, Sequence) and not isinstance(c, str))
+            for c in classes
+        ):
+            converted: list[Any] = [self._indices(c) for c in classes]
+            return converted
+        return classes
+
     @torch.no_grad()
     def explain(self, images: torch.Tensor, classes: ClassesArg = None) -> Explanation:
         """Maps for raw RGB images ``B x 3 x H x W`` in [0, 1]: one backbone pass plus the head.
 
-        ``classes``: None (each image's top-1), one index for all, one per image, or ``B x M``.
+        ``classes``: None (each image's top-1), one index or name for all, one per image, or
+        ``B x M``.
         """
         if not self.trained:
             warnings.warn(
@@ -295,7 +228,7 @@ class Explainer(nn.Module):
                 f"This head has {self.head.num_classes} classes but backbone '{self.spec.name}' "
                 f"has {logits.shape[1]}: the head does not fit this backbone."
             )
-        target, single = target_classes(classes, logits)
+        target, single = target_classes(self._indices(classes), logits)
         class_maps = self.head(maps, target)
         saliency = normalize_maps(class_maps, (images.shape[-2], images.shape[-1]))
         probabilities = logits.float().softmax(dim=1)
@@ -305,38 +238,86 @@ class Explainer(nn.Module):
 
     forward = explain
 
+    def preprocess(self, image: ImageSource) -> tuple[torch.Tensor, Geometry]:
+        """The backbone's input for a photo (its own resize and centre crop) and the geometry."""
+        picture = image if isinstance(image, Image.Image) else load_image(image)
+        return preprocess(picture, self.spec.input_size, self.spec.resize_size)
+
+    def explain_image(
+        self, image: ImageSource, target: str | int | None = None
+    ) -> ImageExplanation:
+        """Explain one photo (a path, bytes, a PIL image or an array) for ``target``.
+
+        ``target`` is a class index or name (None: the top-1). The result's ``map`` lies on
+        the photo's own pixels; ``overlay()`` draws it there.
+        """
+        picture = load_image(image)
+        x, geometry = self.preprocess(picture)
+        index = None if target is None else self.class_index(target)
+        explanation = self.explain(x[None].to(self.device), index)
+        return ImageExplanation.of(picture, explanation, geometry, self.categories)
+
     def save_pretrained(self, folder: str | Path, **card: Any) -> Path:
         """Write the head as ``config.json`` + ``model.safetensors`` + model card ``README.md``.
 
-        The backbone is not saved. ``card`` fills the model card (see :func:`ttame.hub.head_card`:
-        ``training_data``, ``metrics``, ``license``, ``license_note``, ``source``, ``repo_id``);
-        the card is rewritten on every save so that it always describes the head beside it.
+        The backbone is not saved. ``card`` fills the model card (see
+        :func:`ttame.hub.card.head_card`: ``training_data``, ``metrics``, ``license``,
+        ``license_note``, ``source``, ``repo_id``); the card is rewritten on every save so
+        that it always describes the head beside it.
         """
-        folder = Path(folder)
-        (folder / "README.md").unlink(missing_ok=True)
-        self.head.save_pretrained(folder, model_card_kwargs=card)
-        return folder
+        return save_head(self.head, folder, card)
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, **card: Any) -> str:
         """Upload the head (config, weights, model card) to a Hub repo; returns the commit URL.
 
         Needs a token (``hf auth login``); ``card`` as in :meth:`save_pretrained`.
         """
-        return self.head.push_to_hub(
-            repo_id, private=private, model_card_kwargs={"repo_id": repo_id, **card}
+        return push_head(self.head, repo_id, card, private=private)
+
+
+def load_explainer(
+    source: str | Path | None = None,
+    backbone: str | None = None,
+    weights: str | Path | None = None,
+    device: str | torch.device = "cpu",
+) -> Explainer:
+    """An explainer from a backbone name, a head folder, ``OWNER/NAME`` or ``hf://...``.
+
+    The first line of the three-line API; see :meth:`Explainer.from_pretrained`.
+    """
+    return Explainer.from_pretrained(source, backbone, weights, device)
+
+
+def check_fit(head: AttentionHead, spec: BackboneSpec) -> None:
+    """Refuse a head whose channels or classes differ from the backbone's, before any weights.
+
+    A head file is consistent on its own but may name the wrong sizes for its backbone; found
+    here, that is one clear error at load time instead of a failure at the first explanation.
+    """
+    shapes = probe_spec(spec, head.layers)
+    if shapes.channels != head.in_channels or shapes.num_classes != head.num_classes:
+        raise HeadError(
+            f"The head expects tapped maps with channels {head.in_channels} (layers "
+            f"{head.layers}) and {head.num_classes} classes, but backbone '{spec.name}' gives "
+            f"{shapes.channels} and {shapes.num_classes} classes: the head does not fit this "
+            "backbone."
         )
 
 
 def fresh_head(backbone: Backbone, num_classes: int | None = None) -> AttentionHead:
     """An untrained head sized for ``backbone``'s taps (one dry pass reads the channels)."""
-    size = backbone.spec.input_size
+    shapes = probe(backbone)
     param = next(backbone.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    with torch.no_grad():
-        logits, maps = backbone.forward_features(torch.zeros(1, 3, size, size, device=device))
     return AttentionHead(
         backbone=backbone.spec.name,
         layers=list(backbone.layers),
-        in_channels=[int(m.shape[1]) for m in maps],
-        num_classes=num_classes or int(logits.shape[1]),
-    ).to(device)
+        in_channels=shapes.channels,
+        num_classes=num_classes or shapes.num_classes,
+    ).to(param.device if param is not None else torch.device("cpu"))
+
+
+def _triple(values: Sequence[float]) -> tuple[float, float, float]:
+    """Three per-channel statistics as floats."""
+    if len(values) != 3:
+        raise ValueError(f"mean and std take three values (R, G, B); got {list(values)}.")
+    return float(values[0]), float(values[1]), float(values[2])

@@ -1,7 +1,8 @@
-"""Images in, pictures out: load any common file, prepare it for a backbone, map back, overlay.
+"""Images in, pictures out: find and load image files, prepare them for a backbone, map back.
 
 The explanation is computed on the backbone's centre crop; :class:`Geometry` remembers where
-that crop lies in the original image, so maps and peaks land on the original pixels.
+that crop lies in the original image, so maps and peaks land on the original pixels, and the
+pixels the backbone never saw are left untinted in overlays (:func:`seen_region`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,20 @@ MAX_PIXELS = 50_000_000
 MAX_BYTES = 50 * 1024 * 1024
 """Largest encoded file accepted."""
 
+IMAGE_SUFFIXES: tuple[str, ...] = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".webp",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+)
+"""File suffixes read as images (lower case), wherever ttame looks for image files."""
+
 ImageSource = str | Path | bytes | Image.Image | np.ndarray
+"""Anything :func:`load_image` reads: a path, encoded bytes, a PIL image or an array."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +47,30 @@ class Geometry:
     """(width, height) of the original image."""
     crop_box: tuple[float, float, float, float]
     """(left, top, right, bottom) of the region the backbone saw."""
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether ``path`` has an image suffix (:data:`IMAGE_SUFFIXES`, any case)."""
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def find_images(folder: str | Path) -> list[Path]:
+    """Image files under ``folder``, recursively, by suffix, hidden ones skipped, sorted.
+
+    A file or folder whose name starts with a dot (``.DS_Store``, ``._photo.jpg``,
+    ``.ipynb_checkpoints/``) is left out. The sorted order is stable on every machine. A
+    missing folder raises :class:`ImageError`; an empty one gives an empty list.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise ImageError(f"'{root}' is not a folder of images.")
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if is_image_file(p)
+        and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 def load_image(source: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -134,12 +172,14 @@ def crop_geometry(size: tuple[int, int], resize_size: int, input_size: int) -> G
 
 
 def preprocess(
-    image: Image.Image, input_size: int = 224, resize_size: int = 256
+    image: Image.Image, input_size: int, resize_size: int
 ) -> tuple[torch.Tensor, Geometry]:
     """The backbone's square input (``3 x S x S``, raw RGB in [0, 1]) and its geometry.
 
-    Equivalent to resize-then-centre-crop, but crops first: an extreme aspect ratio never
-    produces a huge intermediate image.
+    The shorter side is resized to ``resize_size`` and the centre ``input_size`` square is
+    kept: give the backbone's own sizes (``spec.input_size``, ``spec.resize_size``), or call
+    :meth:`ttame.Explainer.preprocess`, which does. Equivalent to resize-then-centre-crop, but
+    crops first: an extreme aspect ratio never produces a huge intermediate image.
     """
     geometry = crop_geometry(image.size, resize_size, input_size)
     crop = image.resize(
@@ -149,22 +189,37 @@ def preprocess(
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0), geometry
 
 
-def map_to_original(saliency: torch.Tensor, geometry: Geometry) -> np.ndarray:
-    """An ``H x W`` map over the backbone's input as a map over the original image.
-
-    Outside the region the backbone saw the map is 0.
-    """
-    width, height = geometry.original_size
+def _seen_box(geometry: Geometry) -> tuple[int, int, int, int]:
+    """The region the backbone saw in whole original pixels: (x0, y0, x1, y1), ends exclusive."""
     left, top, right, bottom = geometry.crop_box
     x0, y0 = round(left), round(top)
-    x1, y1 = max(round(right), x0 + 1), max(round(bottom), y0 + 1)
+    return x0, y0, max(round(right), x0 + 1), max(round(bottom), y0 + 1)
+
+
+def seen_region(geometry: Geometry) -> np.ndarray:
+    """``H x W`` bool mask of the original pixels the backbone saw (its centre crop)."""
+    width, height = geometry.original_size
+    x0, y0, x1, y1 = _seen_box(geometry)
+    seen = np.zeros((height, width), dtype=bool)
+    seen[y0:y1, x0:x1] = True
+    return seen
+
+
+def map_to_original(saliency: torch.Tensor, geometry: Geometry, outside: float = 0.0) -> np.ndarray:
+    """An ``H x W`` map over the backbone's input as a map over the original image.
+
+    Outside the region the backbone saw the map is ``outside``: 0 by default, or NaN to mark
+    those pixels as unseen, which :func:`overlay` and :func:`heatmap` then leave untinted.
+    """
+    width, height = geometry.original_size
+    x0, y0, x1, y1 = _seen_box(geometry)
     inside = F.interpolate(
         saliency.detach().float().cpu()[None, None],
         size=(y1 - y0, x1 - x0),
         mode="bilinear",
         align_corners=False,
     )[0, 0]
-    full = np.zeros((height, width), dtype=np.float32)
+    full = np.full((height, width), outside, dtype=np.float32)
     full[y0:y1, x0:x1] = inside.clamp(0, 1).numpy()
     return full
 
@@ -178,25 +233,78 @@ def peak_xy(saliency: torch.Tensor, geometry: Geometry) -> tuple[float, float]:
     return left + (x + 0.5) / w * (right - left), top + (y + 0.5) / h * (bottom - top)
 
 
-def overlay(
-    image: Image.Image, heat: np.ndarray, alpha: float = 0.5, colormap: str = "jet"
-) -> Image.Image:
-    """Blend a colour-mapped ``[0, 1]`` map (same size as ``image``) over the image."""
-    import matplotlib
+UNSEEN_GREY = 0.5
+"""Grey level of the pixels :func:`heatmap` draws where the backbone saw nothing."""
 
+
+JET = {
+    "red": ((0.0, 0.0), (0.35, 0.0), (0.66, 1.0), (0.89, 1.0), (1.0, 0.5)),
+    "green": ((0.0, 0.0), (0.125, 0.0), (0.375, 1.0), (0.64, 1.0), (0.91, 0.0), (1.0, 0.0)),
+    "blue": ((0.0, 0.5), (0.11, 1.0), (0.34, 1.0), (0.65, 0.0), (1.0, 0.0)),
+}
+"""Matplotlib's "jet" as (position, value) points per channel: overlays need no matplotlib."""
+
+
+def jet_lut(n: int = 256) -> np.ndarray:
+    """The ``n x 3`` lookup table matplotlib builds for "jet", computed as it computes it."""
+    positions = (n - 1) * np.linspace(0, 1, n)
+    table = np.empty((n, 3))
+    for channel, points in enumerate(JET.values()):
+        x = np.array([p for p, _ in points]) * (n - 1)
+        y = np.array([v for _, v in points])
+        inner = positions[1:-1]
+        index = np.searchsorted(x, inner)
+        distance = (inner - x[index - 1]) / (x[index] - x[index - 1])
+        table[1:-1, channel] = distance * (y[index] - y[index - 1]) + y[index - 1]
+        table[0, channel], table[-1, channel] = y[0], y[-1]
+    return np.clip(table, 0, 1)
+
+
+def _colours(heat: np.ndarray, colormap: str) -> np.ndarray:
+    """``H x W x 3`` colours in [0, 1] of a map in [0, 1] (NaN pixels come out as 0).
+
+    Any matplotlib colour map when matplotlib is installed; "jet" without it, identically.
+    """
+    values = np.clip(np.nan_to_num(heat), 0, 1)
+    try:
+        import matplotlib
+    except ImportError:
+        if colormap != "jet":
+            raise ImageError(
+                f"The colour map '{colormap}' needs matplotlib (pip install matplotlib); "
+                "'jet' does not."
+            ) from None
+        lut = jet_lut()
+        index = values * len(lut)
+        index[index == len(lut)] = len(lut) - 1
+        return lut.take(index.astype(int), axis=0, mode="clip")
+    return matplotlib.colormaps[colormap](values)[..., :3]
+
+
+def overlay(
+    image: Image.Image,
+    heat: np.ndarray,
+    alpha: float = 0.5,
+    colormap: str = "jet",
+    seen: np.ndarray | None = None,
+) -> Image.Image:
+    """Blend a colour-mapped ``[0, 1]`` map (same size as ``image``) over the image.
+
+    Pixels outside ``seen`` (default: where ``heat`` is finite) keep the photo's colours:
+    the backbone never saw them, so the map says nothing there, not "no evidence".
+    """
     if heat.shape != (image.height, image.width):
         raise ImageError(f"Map shape {heat.shape} does not match image {image.size[::-1]}.")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1]; got {alpha}.")
-    colours = matplotlib.colormaps[colormap](np.clip(heat, 0, 1))[..., :3]
+    tinted = np.isfinite(heat) if seen is None else np.asarray(seen, dtype=bool)
     base = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    blended = (1 - alpha) * base + alpha * colours
+    blended = (1 - alpha) * base + alpha * _colours(heat, colormap)
+    blended = np.where(tinted[..., None], blended, base)
     return Image.fromarray(np.round(blended * 255).astype(np.uint8))
 
 
 def heatmap(heat: np.ndarray, colormap: str = "jet") -> Image.Image:
-    """The bare colour-mapped map as an RGB picture."""
-    import matplotlib
-
-    colours = matplotlib.colormaps[colormap](np.clip(heat, 0, 1))[..., :3]
+    """The bare colour-mapped map as an RGB picture; NaN (unseen) pixels are plain grey."""
+    colours = np.where(np.isfinite(heat)[..., None], _colours(heat, colormap), UNSEEN_GREY)
     return Image.fromarray(np.round(colours * 255).astype(np.uint8))

@@ -1,4 +1,6 @@
-"""Average Drop and Increase in Confidence at a list of kept percentages (SPEC section 3).
+"""Average Drop and Increase in Confidence at a list of kept percentages.
+
+docs/method.md, "Evaluation", states the protocol.
 
 The convention is the T-TAME / L-CAM papers': the map is min-max normalised to [0, 1] at the
 input size, every value below the image's ``(100 - p)``-th percentile is set to 0 and the rest
@@ -17,7 +19,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from ttame.explainer import normalize_maps
+from ttame.explanation import normalize_maps
 
 DEFAULT_PERCENTS: tuple[int, ...] = (100, 50, 15)
 """Kept percentages the paper reports."""

@@ -1,0 +1,39 @@
+"""The pictures the backbone is shown: the explainer's own view, and training's augmentation.
+
+Both give raw [0, 1] tensors: the backbone's normalisation is applied after masking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from PIL import Image
+from torchvision import transforms
+
+
+def eval_transform(input_size: int, resize_size: int) -> Callable[[Image.Image], torch.Tensor]:
+    """Resize the shorter side and centre-crop: the view the explainer itself uses."""
+    return transforms.Compose(
+        [transforms.Resize(resize_size), transforms.CenterCrop(input_size), transforms.ToTensor()]
+    )
+
+
+def default_train_transform(
+    size: int = 224, resize: int = 256, color_jitter: float = 0.0
+) -> Callable[[Image.Image], torch.Tensor]:
+    """Build the paper's augmentation: resize to 256, random 224 crop, horizontal flip.
+
+    Returns a raw [0, 1] tensor: the backbone's normalisation is applied after masking.
+    ``color_jitter`` > 0 adds mild brightness/contrast/saturation jitter, which helps when the
+    pool is small.
+    """
+    steps: list[Callable] = [
+        transforms.Resize(resize),
+        transforms.RandomCrop(size),
+        transforms.RandomHorizontalFlip(),
+    ]
+    if color_jitter > 0:
+        steps.append(transforms.ColorJitter(color_jitter, color_jitter, color_jitter))
+    steps.append(transforms.ToTensor())
+    return transforms.Compose(steps)

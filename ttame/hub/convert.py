@@ -1,0 +1,284 @@
+"""The reference implementation's checkpoints as ttame heads, without running pickled code.
+
+Its PyTorch Lightning ``.ckpt`` files keep the attention head under a prefix
+(``generic.attn_mech.`` for CNNs, ``generic.attn_mech.1.`` for the transformer) as ``convs.N``,
+``bns.N`` and ``fuser``, beside the frozen backbone. They are read without running pickled
+code, checked shape by shape against a head built for the backbone's taps, and written as a
+head folder (``config.json`` + ``model.safetensors`` + model card). ``hf://OWNER/NAME/FILE.ckpt``
+does the same on the fly from a Hub repo, caching the converted head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ttame.errors import HeadError, TTameError
+from ttame.hub.card import AUTHORS_LICENCE, PAPER_BACKBONES
+from ttame.hub.client import HEAD_FILES, HF_SCHEME, HubRef, hub_file, ttame_cache
+from ttame.hub.heads import save_head
+from ttame.model.head import AttentionHead
+from ttame.model.registry import get_spec
+from ttame.model.taps import probe_spec
+from ttame.model.weights import StateDict, load_torch_file, unwrap_state_dict
+
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
+"""Suffixes of the reference implementation's checkpoint files."""
+
+_HEAD_KEY = re.compile(
+    r"^(?:convs\.(?P<conv>\d+)\.(?P<conv_p>weight|bias)"
+    r"|bns\.(?P<bn>\d+)\.(?P<bn_p>weight|bias|running_mean|running_var|num_batches_tracked)"
+    r"|fuser\.(?P<fuser_p>weight|bias))$"
+)
+_FIRST_CONV = re.compile(r"^(?P<prefix>(?:.*\.)?)convs\.0\.weight$")
+
+
+@dataclass
+class ImportReport:
+    """What a checkpoint import took, where it put it, and everything it left out."""
+
+    source: str
+    backbone: str
+    layers: list[str]
+    in_channels: list[int]
+    num_classes: int
+    prefix: str
+    converted: int
+    ignored_tensors: dict[str, int] = field(default_factory=dict)
+    """Tensors outside the head (the frozen backbone...), counted by the key prefix they share."""
+    ignored_entries: list[str] = field(default_factory=list)
+    """Top-level entries of the checkpoint other than the state dict (optimizer states, ...)."""
+    notes: list[str] = field(default_factory=list)
+    out: str | None = None
+
+    def summary(self) -> str:
+        """A few lines for the terminal."""
+        lines = [
+            f"Imported the head of {self.source} for backbone '{self.backbone}': "
+            f"{self.converted} tensors under '{self.prefix}', taps {', '.join(self.layers)} "
+            f"(channels {self.in_channels}), {self.num_classes} classes.",
+        ]
+        if self.ignored_tensors:
+            groups = ", ".join(f"{k}.* ({n})" for k, n in self.ignored_tensors.items())
+            lines.append(f"Ignored tensors: {groups}.")
+        if self.ignored_entries:
+            lines.append(f"Ignored entries: {', '.join(self.ignored_entries)}.")
+        lines.extend(self.notes)
+        if self.out:
+            lines.append(f"Head written to {self.out}")
+        return "\n".join(lines)
+
+
+def find_head_prefix(state: Mapping[str, torch.Tensor]) -> str:
+    """The key prefix under which a reference checkpoint keeps its attention head."""
+    prefixes = sorted({m["prefix"] for k in state if (m := _FIRST_CONV.match(k))})
+    if not prefixes:
+        raise HeadError(
+            "No T-TAME attention head in this checkpoint: no key ends in 'convs.0.weight' "
+            "(expected the reference layout convs.N / bns.N / fuser)."
+        )
+    if len(prefixes) > 1:
+        raise HeadError(
+            f"Several attention heads in this checkpoint (under {', '.join(prefixes)}); "
+            "choose one with --prefix."
+        )
+    return prefixes[0]
+
+
+def convert_state_dict(state: Mapping[str, torch.Tensor], prefix: str) -> StateDict:
+    """Rename the reference head's tensors under ``prefix`` to ttame's head keys.
+
+    ``convs.N`` -> ``branches.N.conv``, ``bns.N`` -> ``branches.N.bn``, ``fuser`` -> ``fuser``.
+    A key under the prefix that is not part of that layout is an error: silently dropping a
+    trained parameter would give a head that computes something else.
+    """
+    out: StateDict = {}
+    unknown = []
+    for key, value in state.items():
+        if not key.startswith(prefix):
+            continue
+        match = _HEAD_KEY.match(key[len(prefix) :])
+        if match is None:
+            unknown.append(key)
+        elif match["conv"] is not None:
+            out[f"branches.{match['conv']}.conv.{match['conv_p']}"] = value
+        elif match["bn"] is not None:
+            out[f"branches.{match['bn']}.bn.{match['bn_p']}"] = value
+        else:
+            out[f"fuser.{match['fuser_p']}"] = value
+    if unknown:
+        raise HeadError(
+            f"Unrecognised tensors under the head prefix '{prefix}': {', '.join(unknown[:6])}. "
+            "This is not the reference T-TAME head layout."
+        )
+    return out
+
+
+def _backbone_from_hints(hints: Mapping[str, Any], channels: list[int]) -> str:
+    """The backbone a checkpoint was trained on: its hyper-parameters, else its channel counts."""
+    named = hints.get("model_name")
+    if isinstance(named, str):
+        squeeze = re.compile(r"[^a-z0-9]")
+        for candidate in (named, *PAPER_BACKBONES):
+            if squeeze.sub("", candidate.lower()) == squeeze.sub("", named.lower()):
+                try:
+                    return get_spec(candidate).name
+                except TTameError:
+                    continue
+    fits = [name for name in PAPER_BACKBONES if probe_spec(get_spec(name)).channels == channels]
+    if len(fits) == 1:
+        return fits[0]
+    raise HeadError(
+        f"Cannot tell which backbone this head belongs to (branch channels {channels}); "
+        "name it (--backbone NAME, or backbone= in Python)."
+    )
+
+
+def convert_checkpoint(
+    path: str | Path, backbone: str | None = None, prefix: str | None = None
+) -> tuple[AttentionHead, ImportReport]:
+    """A ttame head from a reference T-TAME checkpoint, and a report of what was ignored.
+
+    The file is read with ``torch.load(weights_only=True)`` (plus Lightning's hyper-parameter
+    dicts as plain dicts); anything else pickled is refused. The backbone comes from
+    ``backbone``, else the checkpoint's hyper-parameters, else the channel counts of the paper's
+    three backbones. The tapped layers are the checkpoint's ``layers`` hyper-parameter when
+    the backbone has them, else the backbone's default taps. Every tensor's shape is checked
+    against a head built for those taps.
+    """
+    path = Path(path)
+    raw = load_torch_file(path, HeadError)
+    try:
+        state = unwrap_state_dict(raw, path)
+    except TTameError as exc:
+        raise HeadError(str(exc)) from exc
+    hints = raw.get("hyper_parameters") if isinstance(raw, Mapping) else None
+    hints = hints if isinstance(hints, Mapping) else {}
+    prefix = find_head_prefix(state) if prefix is None else prefix
+    converted = convert_state_dict(state, prefix)
+    branches = sorted({int(k.split(".")[1]) for k in converted if k.startswith("branches.")})
+    if branches != list(range(len(branches))) or "fuser.weight" not in converted:
+        raise HeadError(f"The head under '{prefix}' in {path} is incomplete (branches {branches}).")
+    channels = [int(converted[f"branches.{i}.conv.weight"].shape[0]) for i in branches]
+    spec = get_spec(backbone or _backbone_from_hints(hints, channels))
+    notes = []
+    layers = list(spec.taps)
+    hinted = hints.get("layers")
+    if isinstance(hinted, list | tuple) and list(hinted) != layers:
+        try:
+            probe_spec(spec, [str(name) for name in hinted])
+            layers = [str(name) for name in hinted]
+        except TTameError:
+            notes.append(f"Its layers {list(hinted)} are not in '{spec.name}'; used {layers}.")
+    version = hints.get("attention_version")
+    if isinstance(version, str) and version != "TAME":
+        notes.append(
+            f"It was trained as attention_version '{version}'; ttame computes the paper's head "
+            "(the 'TAME' attention module, class token dropped): compare a few maps with the "
+            "reference implementation's before relying on them."
+        )
+    shapes = probe_spec(spec, layers)
+    expected, num_classes = shapes.channels, shapes.num_classes
+    head = AttentionHead(spec.name, layers, expected, int(converted["fuser.weight"].shape[0]))
+    target = head.state_dict()
+    problems = [
+        f"{key}: {tuple(value.shape)} in the file, {tuple(target[key].shape)} for '{spec.name}'"
+        for key, value in converted.items()
+        if key in target and tuple(value.shape) != tuple(target[key].shape)
+    ]
+    problems += [f"{key}: not in this head" for key in converted if key not in target]
+    if len(branches) != len(layers):
+        problems.insert(0, f"{len(branches)} branches in the file, {len(layers)} taps")
+    if head.num_classes != num_classes:
+        problems.append(f"{head.num_classes} classes, the backbone has {num_classes}")
+    if problems:
+        raise HeadError(
+            f"The head in {path} does not fit backbone '{spec.name}' (taps {layers}, channels "
+            f"{expected}): " + "; ".join(problems[:6])
+        )
+    missing = sorted(set(target) - set(converted))
+    if any(not key.endswith("num_batches_tracked") for key in missing):
+        raise HeadError(f"The head in {path} lacks {', '.join(missing[:6])}.")
+    if missing:
+        notes.append("No BatchNorm step counters in the file (unused at inference).")
+    head.load_state_dict({**target, **converted})
+    ignored = Counter(_group(k, prefix) for k in state if not k.startswith(prefix))
+    entries = [str(k) for k in raw if k != "state_dict"] if isinstance(raw, Mapping) else []
+    report = ImportReport(
+        source=str(path),
+        backbone=spec.name,
+        layers=layers,
+        in_channels=expected,
+        num_classes=head.num_classes,
+        prefix=prefix,
+        converted=len(converted),
+        ignored_tensors=dict(ignored),
+        ignored_entries=entries,
+        notes=notes,
+    )
+    return head.eval(), report
+
+
+def import_checkpoint(
+    path: str | Path,
+    out: str | Path,
+    backbone: str | None = None,
+    prefix: str | None = None,
+    source: str | None = None,
+) -> ImportReport:
+    """Convert a reference checkpoint into a head folder with its model card; return the report."""
+    head, report = convert_checkpoint(path, backbone, prefix)
+    if source is not None:
+        report.source = source
+    save_head(head, out, imported_card(report))
+    report.out = str(out)
+    return report
+
+
+def imported_card(report: ImportReport) -> dict[str, Any]:
+    """Model card fields for a head converted from the authors' checkpoint."""
+    return {
+        "training_data": "ImageNet-1k training set, by the T-TAME authors (see their paper)",
+        "source": f"converted from {report.source}",
+        "license": "other",
+        "license_name": "academic-non-commercial",
+        "license_note": AUTHORS_LICENCE,
+    }
+
+
+def checkpoint_head(
+    ref: HubRef, backbone: str | None = None, cache_dir: str | Path | None = None
+) -> Path:
+    """The head folder converted from a reference checkpoint in a Hub repo, cached.
+
+    The checkpoint comes through the Hugging Face cache (fetched once); the converted head is
+    kept under :func:`ttame_cache`, keyed by the repo, the cached file and the backbone, so the
+    conversion also runs only once.
+    """
+    if ref.filename is None:
+        raise HeadError(f"'{ref.repo_id}' names no checkpoint file.")
+    path = hub_file(ref.repo_id, ref.filename, cache_dir, ref.revision)
+    real = path.resolve()
+    stat = real.stat()
+    key = hashlib.sha256(f"{real}:{stat.st_size}:{stat.st_mtime_ns}:{backbone}".encode())
+    folder = ttame_cache() / "heads" / f"{ref.repo_id.replace('/', '--')}--{key.hexdigest()[:16]}"
+    if not all((folder / name).is_file() for name in HEAD_FILES):
+        source = f"{HF_SCHEME}{ref.repo_id}/{ref.filename}"
+        import_checkpoint(path, folder, backbone, source=source)
+    return folder
+
+
+def _group(key: str, prefix: str) -> str:
+    """The part of ``key`` up to where it leaves the head's prefix (``generic.body``, say)."""
+    parts, head = key.split("."), prefix.split(".")
+    shared = 0
+    while shared < min(len(parts) - 1, len(head)) and parts[shared] == head[shared]:
+        shared += 1
+    return ".".join(parts[: min(shared + 1, len(parts) - 1)] or parts[:1])
