@@ -58,6 +58,12 @@ def test_photos_come_as_paths_pil_images_or_arrays(head_folder):
     assert all(np.array_equal(maps[0], m) for m in maps[1:])
 
 
+def test_a_photo_given_to_explain_says_what_to_call(head_folder):
+    explainer = ttame.load_explainer(str(head_folder))
+    with pytest.raises(errors.ImageError, match=r"explain_image\(photo\)"):
+        explainer.explain(load_image(CHELSEA))
+
+
 def test_classes_by_name_or_index(head_folder):
     explainer = ttame.load_explainer(str(head_folder))
     x = torch.rand(2, 3, 32, 32)

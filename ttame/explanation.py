@@ -98,7 +98,12 @@ def normalize_maps(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def check_images(images: torch.Tensor) -> torch.Tensor:
     """Validate a raw RGB batch in [0, 1]; a single ``3 x H x W`` image gets a batch axis."""
-    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+    if not isinstance(images, torch.Tensor):
+        raise ImageError(
+            "Images must be a floating-point tensor B x 3 x H x W in [0, 1]; for a photo (a "
+            "path, a PIL image, an array) call explainer.explain_image(photo)."
+        )
+    if not images.is_floating_point():
         raise ImageError("Images must be a floating-point tensor B x 3 x H x W in [0, 1].")
     if images.dim() == 3:
         images = images.unsqueeze(0)
