@@ -2,12 +2,14 @@
 
     python scripts/checkpoint_head.py runs/mobilenet_v2/checkpoint.pt runs/mobilenet_v2/step_head
 
-The head is written as the run would write it at the end (a shared fusion row folded in).
+The head is written as the run would write it at the end (a shared fusion row folded in), with
+``progress.json`` (steps, images seen, training seconds) beside it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -23,9 +25,16 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--fp16", action="store_true", help="store the weights in float16")
     args = parser.parse_args()
-    step = load_checkpoint(args.checkpoint)["progress"]["step"]
+    saved = load_checkpoint(args.checkpoint)
+    progress, batch = saved["progress"], saved["config"]["batch"]
     folder = save_head(head_from_checkpoint(args.checkpoint), args.out, fp16=args.fp16)
-    print(f"step {step}: head written to {folder}")
+    trained = {
+        "steps": progress["step"],
+        "images": progress["step"] * batch,
+        "seconds": round(progress["seconds"]),
+    }
+    (folder / "progress.json").write_text(json.dumps(trained) + "\n")
+    print(f"step {progress['step']}: head written to {folder}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     python scripts/plot_training.py runs/mobilenet_v2 runs/efficientnet_lite0 \
         --out docs/img/training_loss.png
 
-One column per loss term (total, cross-entropy, area, smoothness): the training loss per step
+One column per loss term (total, cross-entropy, area, smoothness, and the cross-entropy on the
+image the map's top share keeps when a run used it): the training loss per step
 (thin, smoothed over 10 steps) and the validation loss per epoch (dots), one colour per run.
 """
 
@@ -16,7 +17,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-TERMS = (("loss", "total"), ("ce", "cross-entropy"), ("area", "area"), ("tv", "smoothness"))
+TERMS = (
+    ("loss", "total"),
+    ("ce", "cross-entropy"),
+    ("area", "area"),
+    ("tv", "smoothness"),
+    ("kept", "kept-share cross-entropy"),
+)
 
 
 def read(path: Path) -> dict[str, np.ndarray]:
@@ -41,12 +48,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     parser.add_argument("--window", type=int, default=10, help="smoothing window in steps")
     args = parser.parse_args()
-    figure, axes = plt.subplots(1, len(TERMS), figsize=(12, 3), dpi=80)
-    for index, run in enumerate(args.runs):
-        steps, epochs = read(run / "steps.csv"), read(run / "epochs.csv")
+    logs = [(run, read(run / "steps.csv"), read(run / "epochs.csv")) for run in args.runs]
+    terms = [t for t in TERMS if any(t[0] in steps and steps[t[0]].any() for _, steps, _ in logs)]
+    figure, axes = plt.subplots(1, len(terms), figsize=(3 * len(terms), 3), dpi=80)
+    for index, (run, steps, epochs) in enumerate(logs):
         per_epoch = steps["step"].max() / epochs["epoch"].max()
         colour = f"C{index}"
-        for axis, (key, title) in zip(axes, TERMS, strict=True):
+        for axis, (key, title) in zip(axes, terms, strict=True):
+            if key not in steps:
+                continue
             axis.plot(
                 steps["step"] / per_epoch,
                 smooth(steps[key], args.window),

@@ -24,6 +24,7 @@ FAST=ttame,gradcam,gradcampp,random,centre
 PHOTOS=data/eval_photos/test
 TRUTH=data/groundtruth/test
 AGAINST=${AGAINST:-gradcam}  # the fast runs also report every method minus this one, paired
+PARALLEL=${PARALLEL:-0}  # 1: one backbone per core, at once
 mkdir -p "$OUT"
 : > "$OUT/commands.txt"
 
@@ -32,12 +33,25 @@ run() {  # record the command, then run it
   "$PY" -m ttame "$@"
 }
 
-for backbone in $BACKBONES; do
+evaluate_backbone() {
+  local backbone=$1
   run evaluate --backbone "$backbone" --images "$PHOTOS" --methods "$FAST" --against "$AGAINST" \
     ${ROAD_IMAGES:+--road-limit "$ROAD_IMAGES"} --sanity "$SANITY_IMAGES" --json "$OUT/${backbone}_photos.json"
   run evaluate --backbone "$backbone" --images "$PHOTOS" --methods scorecam,rise \
     --limit "$SLOW_IMAGES" --rise-masks "$RISE_MASKS" --json "$OUT/${backbone}_photos_slow.json"
   run evaluate --backbone "$backbone" --images "$TRUTH/images" --masks "$TRUTH" \
     --methods "$FAST" --against "$AGAINST" --no-road --json "$OUT/${backbone}_groundtruth.json"
+}
+
+pids=()
+for backbone in $BACKBONES; do
+  if [[ "$PARALLEL" == 1 ]]; then
+    OMP_NUM_THREADS=1 evaluate_backbone "$backbone" &
+    pids+=($!)
+  else
+    evaluate_backbone "$backbone"
+  fi
 done
+for pid in "${pids[@]}"; do wait "$pid"; done  # a failed backbone fails the script
+sort -o "$OUT/commands.txt" "$OUT/commands.txt"
 "$PY" scripts/results_report.py --dir "$OUT" --out docs/results.md
