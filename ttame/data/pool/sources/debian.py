@@ -69,10 +69,28 @@ OPENCV_DIR = "usr/share/doc/opencv-doc/examples/data"
 # The real photos among OpenCV's sample data (the rest are test patterns, renders, drawings,
 # text, calibration boards, a painting, a tampered copy); of each stereo or motion pair one.
 _OPENCV_PHOTOS = (
-    "aero1.jpg", "aero3.jpg", "aloeL.jpg", "apple.jpg", "baboon.jpg", "basketball1.png",
-    "board.jpg", "box.png", "box_in_scene.png", "building.jpg", "butterfly.jpg", "chicky_512.png",
-    "ela_original.jpg", "fruits.jpg", "home.jpg", "left.jpg", "leuvenA.jpg", "messi5.jpg",
-    "orange.jpg", "rubberwhale1.png", "squirrel_cls.jpg", "stuff.jpg",
+    "aero1.jpg",
+    "aero3.jpg",
+    "aloeL.jpg",
+    "apple.jpg",
+    "baboon.jpg",
+    "basketball1.png",
+    "board.jpg",
+    "box.png",
+    "box_in_scene.png",
+    "building.jpg",
+    "butterfly.jpg",
+    "chicky_512.png",
+    "ela_original.jpg",
+    "fruits.jpg",
+    "home.jpg",
+    "left.jpg",
+    "leuvenA.jpg",
+    "messi5.jpg",
+    "orange.jpg",
+    "rubberwhale1.png",
+    "squirrel_cls.jpg",
+    "stuff.jpg",
 )
 # Two views of one subject.
 _OPENCV_GROUPS = {
@@ -204,26 +222,50 @@ LOMIRI_COPYRIGHT = f"usr/share/doc/{LOMIRI_PACKAGE}/copyright"
 _LOMIRI_NOT_PHOTOS = {"analogpattern_by_Peter_Nerlich.jpg", "umang_by_Abhishek_Mudgal.jpg"}
 
 
-def load_lomiri_photos(root: Path) -> list[Photo]:
-    """The wallpaper photos of an unpacked ``lomiri-wallpapers-16.04`` (two abstracts left out)."""
-    base = Path(root) / LOMIRI_DIR
-    credits = _package_credits(Path(root) / LOMIRI_COPYRIGHT)
+def _wallpapers(
+    root: Path,
+    directory: str,
+    copyright_file: str,
+    package: str,
+    key_prefix: str,
+    credit_prefix: str,
+    default_licence: str,
+    default_credit: Callable[[Path], str],
+    skip: frozenset[str] = frozenset(),
+) -> list[Photo]:
+    """The JPEGs of a wallpaper package, licence and credit per file from its copyright file."""
+    credits = _package_credits(Path(root) / copyright_file)
     photos = []
-    for path in sorted(base.glob("*.jpg")):
-        if path.name in _LOMIRI_NOT_PHOTOS:
+    for path in sorted((Path(root) / directory).glob("*.jpg")):
+        if path.name in skip:
             continue
-        fields = credits.get(f"16.04/{path.name}", {})
+        fields = credits.get(f"{credit_prefix}{path.name}", {})
         photos.append(
             photo(
-                f"lomiri-wallpapers/{path.name}",
-                LOMIRI_PACKAGE,
+                f"{key_prefix}{path.name}",
+                package,
                 upright(path.read_bytes()),
-                f"{fields.get('License', 'CC-BY-SA-4.0')} ({LOMIRI_PACKAGE})",
-                fields.get("Copyright", path.stem.partition("_by_")[2].replace("_", " ")),
-                f"/{LOMIRI_DIR}/{path.name}",
+                f"{fields.get('License', default_licence)} ({package})",
+                _without_emails(fields.get("Copyright", default_credit(path))),
+                f"/{directory}/{path.name}",
             )
         )
     return photos
+
+
+def load_lomiri_photos(root: Path) -> list[Photo]:
+    """The wallpaper photos of an unpacked ``lomiri-wallpapers-16.04`` (two abstracts left out)."""
+    return _wallpapers(
+        root,
+        LOMIRI_DIR,
+        LOMIRI_COPYRIGHT,
+        LOMIRI_PACKAGE,
+        "lomiri-wallpapers/",
+        "16.04/",
+        "CC-BY-SA-4.0",
+        lambda path: path.stem.partition("_by_")[2].replace("_", " "),
+        frozenset(_LOMIRI_NOT_PHOTOS),
+    )
 
 
 MATE_DIR = "usr/share/backgrounds/mate/nature"
@@ -232,22 +274,16 @@ MATE_COPYRIGHT = f"usr/share/doc/{MATE_PACKAGE}/copyright"
 
 def load_mate_photos(root: Path) -> list[Photo]:
     """The nature photos of an unpacked ``mate-backgrounds``, credits from its copyright file."""
-    base = Path(root) / MATE_DIR
-    credits = _package_credits(Path(root) / MATE_COPYRIGHT)
-    photos = []
-    for path in sorted(base.glob("*.jpg")):
-        fields = credits.get(f"nature/{path.name}", {})
-        photos.append(
-            photo(
-                f"mate-backgrounds/nature/{path.name}",
-                MATE_PACKAGE,
-                upright(path.read_bytes()),
-                f"{fields.get('License', 'GPL-2+')} ({MATE_PACKAGE})",
-                _without_emails(fields.get("Copyright", "MATE artists")),
-                f"/{MATE_DIR}/{path.name}",
-            )
-        )
-    return photos
+    return _wallpapers(
+        root,
+        MATE_DIR,
+        MATE_COPYRIGHT,
+        MATE_PACKAGE,
+        "mate-backgrounds/nature/",
+        "nature/",
+        "GPL-2+",
+        lambda _path: "MATE artists",
+    )
 
 
 PALAPELI_DIR = "usr/share/palapeli/collection"
