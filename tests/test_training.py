@@ -733,6 +733,28 @@ def test_shared_fusion_learns_from_every_image_and_the_head_file_holds_it(tmp_pa
     assert all(torch.equal(written.state_dict()[k], expected[k]) for k in expected)
 
 
+def test_frozen_class_rows_keep_their_initialisation_while_the_rest_learns(tmp_path):
+    write_images(tmp_path / "images", 12)
+    config = tiny_config(
+        tmp_path, shared_fusion=True, freeze_class_rows=True, optimizer="adamw", lr=0.01
+    )
+    initial = trainer.Trainer(config, setup_runtime("cpu"), None)
+    initial.start()
+    rows = initial.head.fuser.weight.detach()
+    branch = initial.head.branches[0].conv.weight.detach()
+    run = trainer.Trainer(config, setup_runtime("cpu"), None)
+    run.run()
+    assert torch.equal(run.head.fuser.weight, rows)
+    assert not torch.equal(run.head.branches[0].conv.weight, branch)
+    assert run.trainable.shared.abs().sum() > 0
+
+
+def test_frozen_class_rows_need_the_shared_row(tmp_path):
+    write_images(tmp_path / "images", 4)
+    with pytest.raises(TrainingError, match="--shared-fusion"):
+        train(tiny_config(tmp_path, freeze_class_rows=True))
+
+
 @pytest.mark.slow
 def test_low_res_steps_come_first_then_full_size(tmp_path, monkeypatch):
     write_images(tmp_path / "images", 12)

@@ -78,6 +78,11 @@ class TrainConfig:
         "train a fusion part shared by every class beside the per-class rows, folded into the "
         "fusion layer at the end (same head file and cost; helps when classes have few images)",
     )
+    freeze_class_rows: bool = _option(
+        False,
+        "keep every class's own fusion row at its initialisation (the CAM) and train only the "
+        "branches and the shared row (needs --shared-fusion; nothing per class to overfit)",
+    )
     low_res: int = _option(
         0,
         "train the first --low-res-share of the steps at this input side "

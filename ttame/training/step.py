@@ -149,9 +149,10 @@ def init_from_cam(head: AttentionHead, backbone: Backbone, images: torch.Tensor)
 
 
 def parameter_groups(head: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on convolution weights only; none on biases and BatchNorm parameters."""
-    decay = [p for p in head.parameters() if p.ndim > 1]
-    no_decay = [p for p in head.parameters() if p.ndim <= 1]
+    """Weight decay on convolution weights only (not biases or BatchNorm); frozen ones left out."""
+    trained = [p for p in head.parameters() if p.requires_grad]
+    decay = [p for p in trained if p.ndim > 1]
+    no_decay = [p for p in trained if p.ndim <= 1]
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

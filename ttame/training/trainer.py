@@ -93,6 +93,12 @@ class Trainer:
         self.trainable: AttentionHead | SharedFusion = (
             SharedFusion(self.head).to(device) if config.shared_fusion else self.head
         )
+        if config.freeze_class_rows:
+            if not config.shared_fusion:
+                raise TrainingError(
+                    "--freeze-class-rows needs --shared-fusion: nothing would learn."
+                )
+            self.head.fuser.requires_grad_(False)
         if config.low_res and spec.kind == "vit":
             raise TrainingError("--low-res needs a CNN: a ViT's patch grid is fixed.")
         self.init = config.init or ("cam" if spec.cam_classifier else "random")
