@@ -58,6 +58,28 @@ def test_several_classes_per_image_and_one_for_all():
     assert torch.allclose(single.maps[0], several.maps[0, 1])
 
 
+def test_top_k_explains_the_most_probable_classes_from_one_pass():
+    explainer = tiny_explainer()
+    images = torch.rand(2, 3, 32, 32)
+    calls = []
+    explainer.backbone.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    top = explainer.explain(images, top=3)
+    assert len(calls) == 1
+    ranked = top.probabilities.argsort(dim=1, descending=True)[:, :3]
+    assert torch.equal(top.classes, ranked)
+    assert torch.allclose(top.maps, explainer.explain(images, ranked).maps)
+    assert torch.equal(explainer.explain(images, top=1).maps[:, 0], explainer.explain(images).maps)
+
+
+@pytest.mark.parametrize("top", [0, 11])
+def test_top_k_out_of_range_or_with_classes_is_refused(top):
+    explainer = tiny_explainer()
+    with pytest.raises(ClassIndexError, match="top"):
+        explainer.explain(torch.rand(1, 3, 32, 32), top=top)
+    with pytest.raises(ClassIndexError, match="not both"):
+        explainer.explain(torch.rand(1, 3, 32, 32), 1, top=2)
+
+
 @pytest.mark.parametrize("bad", [10, -1, [0, 11], 1.5])
 def test_bad_class_indices_are_refused(bad):
     with pytest.raises(ClassIndexError):

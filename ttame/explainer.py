@@ -208,12 +208,17 @@ class Explainer(nn.Module):
         return classes
 
     @torch.no_grad()
-    def explain(self, images: torch.Tensor, classes: ClassesArg = None) -> Explanation:
+    def explain(
+        self, images: torch.Tensor, classes: ClassesArg = None, top: int | None = None
+    ) -> Explanation:
         """Maps for raw RGB images ``B x 3 x H x W`` in [0, 1]: one backbone pass plus the head.
 
         ``classes``: None (each image's top-1), one index or name for all, one per image, or
-        ``B x M``.
+        ``B x M``. ``top=k`` instead explains each image's k most probable classes
+        (``B x k`` maps, best first) from the same single pass.
         """
+        if top is not None and classes is not None:
+            raise ClassIndexError("Give classes or top, not both.")
         if not self.trained:
             warnings.warn(
                 "UNTRAINED T-TAME HEAD: these maps are not explanations. Train one with "
@@ -228,7 +233,15 @@ class Explainer(nn.Module):
                 f"This head has {self.head.num_classes} classes but backbone '{self.spec.name}' "
                 f"has {logits.shape[1]}: the head does not fit this backbone."
             )
-        target, single = target_classes(self._indices(classes), logits)
+        if top is not None:
+            if not 1 <= top <= logits.shape[1]:
+                raise ClassIndexError(
+                    f"top must be between 1 and the number of classes ({logits.shape[1]}); "
+                    f"got {top}."
+                )
+            target, single = logits.topk(top, dim=1).indices, False
+        else:
+            target, single = target_classes(self._indices(classes), logits)
         class_maps = self.head(maps, target)
         saliency = normalize_maps(class_maps, (images.shape[-2], images.shape[-1]))
         probabilities = logits.float().softmax(dim=1)
