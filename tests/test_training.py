@@ -813,16 +813,32 @@ def test_low_res_is_refused_for_a_vit(tmp_path):
 
 def test_kept_image_keeps_the_top_share_as_the_protocol_scores_it():
     maps = torch.arange(16.0).reshape(1, 4, 4)
-    kept = step.kept_image(maps, torch.Size([4, 4]), 0.25)
+    kept = step.kept_image(maps, torch.Size([4, 4]), [0.25])
     normalised = maps / 15
     assert torch.allclose(kept, normalised * (maps >= 12))
     assert (kept > 0).float().mean() == 0.25
 
 
+def test_several_kept_shares_cycle_over_the_batch():
+    maps = torch.rand(5, 6, 6)
+    kept = step.kept_image(maps, torch.Size([6, 6]), [0.25, 0.5])
+    for i, share in enumerate([0.25, 0.5, 0.25, 0.5, 0.25]):
+        alone = step.kept_image(maps[i : i + 1], torch.Size([6, 6]), [share])[0]
+        assert torch.equal(kept[i], alone)
+        assert (kept[i] > 0).float().mean() == pytest.approx(share, abs=1 / 36)
+
+
+@pytest.mark.parametrize("bad", ["0", "0.15,1.5", "half", ""])
+def test_a_malformed_kept_share_is_refused(tmp_path, bad):
+    write_images(tmp_path / "images", 4)
+    with pytest.raises(TrainingError, match="--kept-share"):
+        train(tiny_config(tmp_path, kept_share=bad))
+
+
 def test_kept_term_adds_a_pass_and_reaches_the_head():
     backbone, head, images = tiny_batch(count=4)
     loss_fn = TTameLoss(kept_weight=1.0)
-    terms, _ = compute_loss(backbone, head, loss_fn, images, share=0.3)
+    terms, _ = compute_loss(backbone, head, loss_fn, images, shares=[0.3])
     assert terms.kept > 0
     plain = TTameLoss()(*_masked_parts(backbone, head, images))
     assert torch.allclose(terms.total, plain.total + terms.kept, atol=1e-5)

@@ -106,7 +106,12 @@ class TrainConfig:
         "weight of a cross-entropy on the image kept by the top --kept-share of the map, "
         "as AD/IC score it (0: off, the paper's loss; costs one more backbone pass)",
     )
-    kept_share: float = _option(0.15, "share of the image the --kept-weight term keeps")
+    kept_share: str = _option(
+        "0.15",
+        "share of the image the --kept-weight term keeps; a comma list (e.g. 0.15,0.5) is "
+        "cycled over each batch's images, so every step asks for all of them",
+        type=str,
+    )
     border: float = _option(0.3, "weight of the border values inside the smoothness term")
     color_jitter: float = _option(0.0, "brightness/contrast/saturation jitter (0: off)")
     init: str | None = _option(
@@ -152,6 +157,19 @@ class TrainConfig:
     def out_dir(self) -> Path:
         """The run folder."""
         return Path(self.out)
+
+    @property
+    def kept_shares(self) -> tuple[float, ...]:
+        """The kept shares of ``--kept-share``, each in (0, 1]."""
+        try:
+            shares = tuple(float(x) for x in self.kept_share.split(","))
+        except ValueError:
+            shares = ()
+        if not shares or not all(0 < x <= 1 for x in shares):
+            raise TrainingError(
+                f"--kept-share takes shares in (0, 1], comma-separated; got '{self.kept_share}'."
+            )
+        return shares
 
     @property
     def checkpoint_path(self) -> Path:

@@ -9,6 +9,7 @@ into the head (docs/method.md, "Training").
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -39,7 +40,7 @@ def compute_loss(
     loss_fn: TTameLoss,
     images: torch.Tensor,
     amp: bool = False,
-    share: float = 0.15,
+    shares: Sequence[float] = (0.15,),
 ) -> tuple[LossTerms, torch.Tensor]:
     """The loss of one batch of raw [0, 1] images, and the labels (the backbone's top-1).
 
@@ -66,20 +67,21 @@ def compute_loss(
         kept = kept_image(
             class_maps[torch.arange(len(labels), device=labels.device), inverse],
             images.shape[-2:],
-            share,
+            shares,
         )
         with autocast:
             kept_logits = masked_forward(backbone, images, kept[:, None])
     return loss_fn(masked_logits, labels, masks[:, inverse], kept_logits), labels
 
 
-def kept_image(class_maps: torch.Tensor, size: torch.Size, share: float) -> torch.Tensor:
-    """What the AD/IC protocol keeps of each image at ``share`` kept: ``B x H x W`` weights.
+def kept_image(class_maps: torch.Tensor, size: torch.Size, shares: Sequence[float]) -> torch.Tensor:
+    """What the AD/IC protocol keeps of each image: ``B x H x W`` weights.
 
     Each map (``B x h x w`` logits) is min-max normalised, upsampled to ``size`` and zeroed
-    below its ``1 - share`` quantile, exactly as the explanation is scored; the threshold is
-    not differentiated, the kept values are. Training on it asks the top of the map, not only
-    the soft mask, to hold what the backbone needs.
+    below its ``1 - share`` quantile, exactly as the explanation is scored; image ``i`` uses
+    ``shares[i % len(shares)]``. The threshold is not differentiated, the kept values are.
+    Training on it asks the top of the map, not only the soft mask, to hold what the backbone
+    needs.
     """
     low = class_maps.float().amin(dim=(-2, -1), keepdim=True)
     high = class_maps.float().amax(dim=(-2, -1), keepdim=True)
@@ -87,7 +89,12 @@ def kept_image(class_maps: torch.Tensor, size: torch.Size, share: float) -> torc
     maps = F.interpolate(maps[:, None], size=tuple(size), mode="bilinear", align_corners=False)[
         :, 0
     ]
-    threshold = torch.quantile(maps.detach().flatten(1), 1 - share, dim=1)
+    flat = maps.detach().flatten(1)
+    which = torch.arange(len(maps), device=maps.device) % len(shares)
+    threshold = torch.empty(len(maps), device=maps.device)
+    for k, share in enumerate(shares):
+        rows = which == k
+        threshold[rows] = torch.quantile(flat[rows], 1 - share, dim=1)
     return maps * (maps >= threshold[:, None, None])
 
 
@@ -168,7 +175,7 @@ def validate(
     runtime: Runtime,
     amp: bool,
     memory_format: torch.memory_format,
-    share: float = 0.15,
+    shares: Sequence[float] = (0.15,),
 ) -> torch.Tensor:
     """Mean loss terms (:data:`TERMS`) over the validation set, head in eval mode."""
     head.eval()
@@ -176,7 +183,7 @@ def validate(
     sums = torch.zeros(n + 1, dtype=torch.float64, device=runtime.device)
     for images in loader:
         images = images.to(runtime.device, non_blocking=True, memory_format=memory_format)
-        terms, _ = compute_loss(backbone, head, loss_fn, images, amp, share)
+        terms, _ = compute_loss(backbone, head, loss_fn, images, amp, shares)
         sums[:n] += terms.stacked().double() * len(images)
         sums[n] += len(images)
     head.train()

@@ -93,6 +93,7 @@ class Trainer:
         self.trainable: AttentionHead | SharedFusion = (
             SharedFusion(self.head).to(device) if config.shared_fusion else self.head
         )
+        self.kept_shares = config.kept_shares  # a malformed --kept-share fails before any work
         if config.freeze_class_rows:
             if not config.shared_fusion:
                 raise TrainingError(
@@ -191,7 +192,7 @@ class Trainer:
             )
             images = images.contiguous(memory_format=self.memory_format)
         terms, labels = compute_loss(
-            self.backbone, self.model, self.loss_fn, images, self.amp, self.config.kept_share
+            self.backbone, self.model, self.loss_fn, images, self.amp, self.kept_shares
         )
         stats = torch.cat(
             [
@@ -286,7 +287,7 @@ class Trainer:
             self.runtime,
             self.amp,
             self.memory_format,
-            self.config.kept_share,
+            self.kept_shares,
         ).tolist()
 
     def log_epoch(self, log: CsvLog | None, train: list[float], val: list[float]) -> None:
