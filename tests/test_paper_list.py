@@ -171,8 +171,8 @@ def test_options_that_do_not_fit_together_are_errors(val_dir, tmp_path, monkeypa
 def test_the_hub_list_is_fetched_once_then_used_offline(
     val_dir,
     tmp_path,
-    fake_hub,
-    monkeypatch,  # noqa: F811 (the fixture imported above)
+    monkeypatch,
+    fake_hub,  # noqa: F811 (the fixture imported above)
 ):
     labels = labels_with_one_wrong(val_dir)
     listed = write_list(tmp_path / "Evaluation.txt", LISTED, labels)
