@@ -1,9 +1,12 @@
-"""``ttame evaluate``: every method x every metric over a folder of images.
+"""``ttame evaluate``: every method x every metric over a folder of images or a labelled list.
 
 AD/IC, ROAD and, given ground-truth masks, the pointing game and energy-in-mask, per image, with
-bootstrap intervals over images (docs/method.md, "Evaluation"). Under ``torchrun`` each rank
-takes every ``world``-th image and rank 0 gathers the per-image records. ``--against METHOD``
-adds every other method minus METHOD image by image, with paired intervals.
+bootstrap intervals over images (docs/method.md, "Evaluation"). ``--list`` with
+``--imagenet-val`` runs on exactly the images of a labelled list (the paper's 2,000 ImageNet
+validation images, docs/paper.md) and adds the backbone's top-1 accuracy against its labels.
+Under ``torchrun`` each rank takes every ``world``-th image and rank 0 gathers the per-image
+records. ``--against METHOD`` adds every other method minus METHOD image by image, with paired
+intervals.
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ from typing import Any
 
 from ttame.distributed import setup_runtime
 from ttame.errors import ImageError, TTameError, UntrainedHeadWarning
-from ttame.evaluation.inputs import build_items, shard, spread
+from ttame.evaluation.inputs import build_items, check_labels, listed_images, shard, spread
 from ttame.evaluation.paired import paired_block
-from ttame.evaluation.report import markdown_table, paired_table, plot_curves
+from ttame.evaluation.report import accuracy_line, markdown_table, paired_table, plot_curves
 from ttame.evaluation.run import evaluate_items, gather, head_provenance, sanity_report
-from ttame.evaluation.summary import Settings, chance_levels, summarise
+from ttame.evaluation.summary import EXPLAINED, Settings, accuracy, chance_levels, summarise
 from ttame.explainer import Explainer
 from ttame.images import find_images
 from ttame.methods.registry import METHODS, MethodOptions, build_method, parse_methods
@@ -31,15 +34,35 @@ def register(subparsers: Any) -> None:
     """Add ``ttame evaluate``."""
     parser = subparsers.add_parser(
         "evaluate",
-        help="score explanation methods on a folder of images",
+        help="score explanation methods on a folder of images or a labelled list",
         description=(
             "AD/IC (docs/method.md), ROAD and, with --masks, pointing game and energy-in-mask, "
             "for T-TAME and the baselines, with 95 % bootstrap intervals over images. "
+            "The paper's protocol: --imagenet-val DIR --list hf://IDT-ITI/T-TAME-models/"
+            "datalist/ILSVRC/Evaluation_2000.txt (docs/paper.md). "
             "Shard over GPUs with torchrun --nproc-per-node N -m ttame evaluate ..."
         ),
     )
     parser.add_argument("--backbone", default=None, help="backbone name (default: the head's)")
-    parser.add_argument("--images", required=True, help="folder of images (searched recursively)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", help="folder of images (searched recursively)")
+    source.add_argument(
+        "--list",
+        help="labelled list, 'relative/path label' per line: a file or hf://OWNER/NAME/PATH "
+        "(needs --imagenet-val)",
+    )
+    parser.add_argument(
+        "--imagenet-val",
+        metavar="DIR",
+        help="the folder the --list paths are relative to (ImageNet's validation images)",
+    )
+    parser.add_argument(
+        "--explain",
+        choices=EXPLAINED,
+        default="prediction",
+        help="the class each map explains and is scored for: the backbone's top-1 (default, "
+        "as in the paper) or the list's label",
+    )
     parser.add_argument("--head", default=None, help="head folder or Hub repo id")
     parser.add_argument("--weights", default=None, help="local backbone weights file")
     parser.add_argument(
@@ -50,7 +73,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--json", default=None, help="write the full report here")
     parser.add_argument("--plot", default=None, help="write the AD/IC/ROAD curves here (PNG)")
     parser.add_argument(
-        "--limit", type=int, default=None, help="only N images, spread evenly over the sorted list"
+        "--limit",
+        type=int,
+        default=None,
+        help="only N images, spread evenly over the sorted folder or the list's order",
     )
     parser.add_argument(
         "--masks", default=None, help="ground-truth folder (images/, masks/, manifest.json)"
@@ -100,6 +126,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
             "--batch-size, --limit, --rise-masks and --bootstrap must be positive; "
             "--road-limit and --sanity cannot be negative."
         )
+    if (args.list is None) != (args.imagenet_val is None):
+        raise TTameError("--list and --imagenet-val go together: the list, and its images' folder.")
+    if args.explain == "label" and args.list is None:
+        raise TTameError("--explain label needs the labels of a --list.")
+    # A list is read and its images checked before the backbone is built (or downloaded).
+    labels: list[int] | None = None
+    if args.list is not None:
+        every, labels = listed_images(args.list, args.imagenet_val)
+    else:
+        every = find_images(args.images)
+    picked = spread(len(every), args.limit)
+    if not picked:
+        raise ImageError(f"No images found in '{args.images}'.")
+    items = build_items(
+        [every[i] for i in picked],
+        args.masks,
+        None if labels is None else [labels[i] for i in picked],
+    )
     runtime = setup_runtime(args.device)
     rank, world = runtime.rank, runtime.world_size
     explainer = Explainer.from_pretrained(
@@ -107,11 +151,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     if rank == 0 and not explainer.trained:
         print("WARNING: untrained T-TAME head: its scores are not T-TAME's.", file=sys.stderr)
-    every = find_images(args.images)
-    paths = [every[i] for i in spread(len(every), args.limit)]
-    if not paths:
-        raise ImageError(f"No images found in '{args.images}'.")
-    items = build_items(paths, args.masks)
+    check_labels(items, len(explainer.categories))
     options = MethodOptions(rise_masks=args.rise_masks, seed=args.seed)
     road_limit = 0 if args.no_road else args.road_limit
     settings = Settings(
@@ -119,6 +159,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
         options=options,
+        explain=args.explain,
     )
     methods = {name: build_method(name, explainer, options) for name in names}
     with warnings.catch_warnings():
@@ -136,7 +177,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     report: dict[str, Any] = {
         "backbone": explainer.spec.name,
         **head_provenance(args.head, explainer.spec.name, explainer.trained),
-        "images": str(args.images),
+        "images": str(args.images if args.list is None else args.imagenet_val),
+        "list": args.list,
+        "explained": args.explain,
         "n_images": len(records),
         "skipped": failures,
         "percents": list(settings.percents),
@@ -145,6 +188,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         "options": {"rise_masks": args.rise_masks, "seed": args.seed, "world_size": world},
         "methods": summarise(records, names, settings, args.bootstrap),
     }
+    top1 = accuracy(records, args.bootstrap, args.seed)
+    if top1 is not None:
+        report["accuracy"] = top1
     chance = chance_levels(records)
     if chance:
         report["localisation_chance"] = chance
@@ -155,6 +201,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         resamples, seed = args.bootstrap, args.seed
         report["paired"] = paired_block(records, names, against, settings, resamples, seed)
     report["records"] = records
+    print(accuracy_line(report))
     print(markdown_table(report))
     if "paired" in report:
         print("\n" + paired_table(report["paired"]))

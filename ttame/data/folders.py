@@ -43,14 +43,15 @@ def find_training_images(root: str | Path) -> list[Path]:
 
 
 def read_list_file(
-    path: str | Path, root: str | Path | None = None
+    path: str | Path, root: str | Path | None = None, require_labels: bool = False
 ) -> list[tuple[Path, int | None]]:
     """Parse the reference list format: one ``relative/path [label]`` per line.
 
     Paths are relative to ``root`` (default: the list file's folder); blank lines and ``#``
     comments are skipped. The label, when present, must be an integer; training ignores it (the
-    backbone's top-1 is the label), so it is returned for reporting only. A path may contain
-    spaces when the line ends with a label.
+    backbone's top-1 is the label), so it is returned for reporting only, while an evaluation
+    against the labels sets ``require_labels``. A path may contain spaces when the line ends
+    with a label.
     """
     path = Path(path)
     base = Path(root) if root is not None else path.parent
@@ -72,6 +73,11 @@ def read_list_file(
         if not is_image_file(Path(name)):
             raise DataError(
                 f"{path}:{number}: '{name}' is not an image path (expected 'relative/path "
+                "label' per line)."
+            )
+        if require_labels and label is None:
+            raise DataError(
+                f"{path}:{number}: '{name}' has no integer label (expected 'relative/path "
                 "label' per line)."
             )
         entries.append((base / name, label))

@@ -1,8 +1,11 @@
 """The images of an evaluation: found, numbered, sharded, loaded in batches with their regions.
 
-Ground truth comes as a folder with ``images/``, ``masks/`` and a ``manifest.json`` (written by
+The images are a folder's, or those a labelled list file names (the paper's
+``Evaluation_2000.txt``: ``relative/path label`` per line, local or ``hf://OWNER/NAME/PATH``),
+in the list's order, each with its ground-truth label. Ground truth regions come as a folder
+with ``images/``, ``masks/`` and a ``manifest.json`` (written by
 :func:`ttame.data.pool.groundtruth.build_groundtruth_set`); an image that cannot be read is
-reported, never fatal.
+reported, never fatal, but a listed image that does not exist stops the run before it starts.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ttame.errors import ImageError, TTameError
+from ttame.data.folders import read_list_file
+from ttame.errors import DataError, HeadError, ImageError, TTameError
+from ttame.hub.client import HF_SCHEME, HubRef, hub_file
 from ttame.images import load_image, preprocess
 from ttame.metrics.localisation import box_mask
 
@@ -23,6 +28,8 @@ REGIONS = ("mask", "box")
 """The kinds of ground-truth region: the object's exact mask and its bounding box."""
 LOCALISATION = ("pointing", "energy")
 """The localisation metrics scored in each region."""
+SHOWN_MISSING = 5
+"""How many missing listed images an error names."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,8 @@ class Item:
     path: Path
     mask: Path | None = None
     box: tuple[int, int, int, int] | None = None
+    label: int | None = None
+    """The ground-truth class, when a labelled list named the image."""
 
 
 def spread(count: int, limit: int | None) -> list[int]:
@@ -46,8 +55,67 @@ def spread(count: int, limit: int | None) -> list[int]:
     return [i * count // limit for i in range(limit)]
 
 
-def build_items(images: Sequence[Path], groundtruth: str | Path | None = None) -> list[Item]:
-    """Number the images; attach mask and box from a ground-truth set's ``manifest.json``.
+def fetch_list(reference: str) -> Path:
+    """The list file ``reference`` names: a local path, or ``hf://OWNER/NAME[@REV]/PATH``.
+
+    A Hub file comes from the Hugging Face cache, else is downloaded if the Hub answers
+    (:func:`ttame.hub.client.hub_file`), so a list fetched once works offline.
+    """
+    if not reference.startswith(HF_SCHEME):
+        path = Path(reference)
+        if not path.is_file():
+            raise DataError(f"List file '{reference}' does not exist.")
+        return path
+    malformed = f"'{reference}': write {HF_SCHEME}OWNER/NAME[@REVISION]/PATH/LIST.txt."
+    try:
+        ref = HubRef.parse(reference)
+    except HeadError as exc:
+        raise DataError(malformed) from exc
+    if ref.filename is None:
+        raise DataError(malformed)
+    return hub_file(ref.repo_id, ref.filename, revision=ref.revision, error=DataError)
+
+
+def listed_images(reference: str, root: str | Path) -> tuple[list[Path], list[int]]:
+    """The images a labelled list names under ``root``, in the list's order, and their labels.
+
+    Every line needs a label (a line without one is an error naming its number), and every
+    image must exist: a run over part of the list would not be the list's numbers, so the
+    missing images are counted and the first few named before anything is computed.
+    """
+    folder = Path(root)
+    if not folder.is_dir():
+        raise DataError(f"Image folder '{folder}' does not exist.")
+    entries = read_list_file(fetch_list(reference), folder, require_labels=True)
+    missing = [path for path, _ in entries if not path.is_file()]
+    if missing:
+        shown = ", ".join(str(p.relative_to(folder)) for p in missing[:SHOWN_MISSING])
+        more = ", ..." if len(missing) > SHOWN_MISSING else ""
+        raise DataError(
+            f"{len(missing)} of the {len(entries)} images listed in '{reference}' are missing "
+            f"under '{folder}': {shown}{more}. --imagenet-val must be the folder the list's "
+            "paths are relative to."
+        )
+    labels = [label for _, label in entries if label is not None]  # every line has one
+    return [path for path, _ in entries], labels
+
+
+def check_labels(items: Sequence[Item], num_classes: int) -> None:
+    """Fail on a label the backbone has no class for, naming the first such image."""
+    for item in items:
+        if item.label is not None and not 0 <= item.label < num_classes:
+            raise DataError(
+                f"'{item.path}' is labelled {item.label}, but the backbone has classes "
+                f"0 to {num_classes - 1}."
+            )
+
+
+def build_items(
+    images: Sequence[Path],
+    groundtruth: str | Path | None = None,
+    labels: Sequence[int] | None = None,
+) -> list[Item]:
+    """Number the images, with their ``labels``; attach mask and box from ``manifest.json``.
 
     The layout is ``images/``, ``masks/`` and a manifest of entries with ``image``, ``mask``
     (paths relative to the set's folder) and ``box`` (x0, y0, x1, y1, exclusive ends), matched
@@ -64,8 +132,16 @@ def build_items(images: Sequence[Path], groundtruth: str | Path | None = None) -
                 "mask": root / entry["mask"],
                 "box": tuple(int(v) for v in entry["box"]),
             }
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"{len(labels)} labels for {len(images)} images")
     return [
-        Item(i, path, regions.get(path.name, {}).get("mask"), regions.get(path.name, {}).get("box"))
+        Item(
+            i,
+            path,
+            regions.get(path.name, {}).get("mask"),
+            regions.get(path.name, {}).get("box"),
+            None if labels is None else labels[i],
+        )
         for i, path in enumerate(images)
     ]
 

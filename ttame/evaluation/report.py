@@ -21,6 +21,19 @@ def cell(value: float | None, interval: Sequence[float] | None = None, digits: i
     return text
 
 
+def accuracy_line(report: dict) -> str:
+    """Which class the maps explain and, for a labelled list, the backbone's top-1 accuracy."""
+    explained = report.get("explained", "prediction")
+    text = "maps explain " + (
+        "the backbone's top-1 prediction" if explained == "prediction" else "the list's label"
+    )
+    top1 = report.get("accuracy")
+    if top1:
+        value = cell(top1["top1"], top1["top1_CI95"], 2)
+        text += f"; backbone top-1 accuracy on the labels: {value} % ({top1['n_images']} images)"
+    return text
+
+
 def markdown_table(report: dict) -> str:
     """The methods x metrics table (95 % bootstrap intervals in brackets)."""
     methods = report["methods"]

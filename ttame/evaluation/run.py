@@ -1,6 +1,7 @@
 """Every method x every metric over the images, one record per image.
 
-Each image is explained by each method for the backbone's top-1 class; AD/IC, ROAD and,
+Each image is explained by each method for the backbone's top-1 class (the paper's protocol;
+or, for labelled images, for its label if the settings say so); AD/IC, ROAD and,
 given ground-truth masks, the pointing game and energy-in-mask are computed per image
 (docs/method.md, "Evaluation"), so that bootstrap intervals can be drawn over images. Under
 ``torchrun`` each rank takes every ``world``-th image and rank 0 gathers the records.
@@ -61,10 +62,15 @@ def evaluate_items(
         rows: list[dict] = [
             {"index": item.index, "file": str(item.path), "methods": {}} for item in batch.items
         ]
+        targets = (
+            torch.tensor([item.label for item in batch.items], device=device)
+            if settings.explain == "label"
+            else None
+        )
         for name, maker in methods.items():
             _synchronize(device)
             start = time.perf_counter()
-            explanation = maker.explain(images)
+            explanation = maker.explain(images, targets)
             _synchronize(device)
             seconds = (time.perf_counter() - start) / len(images)
             maps, classes = explanation.maps, explanation.classes
@@ -80,8 +86,12 @@ def evaluate_items(
                 }
                 for region, mask in regions.items()
             }
+            predicted = explanation.probabilities.argmax(dim=1).tolist()
             for i, (row, item) in enumerate(zip(rows, batch.items, strict=True)):
                 row["class"] = int(classes[i])
+                row["predicted"] = predicted[i]
+                if item.label is not None:
+                    row["label"] = item.label
                 entry: dict = {
                     "clean": float(clean[i]),
                     "masked": masked[i].tolist(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -16,6 +17,9 @@ from ttame.evaluation.inputs import REGIONS
 from ttame.methods.registry import MethodOptions
 from ttame.metrics.perturbation import DEFAULT_PERCENTS, drop_per_image, increase_per_image
 from ttame.metrics.road.constants import ROAD_FRACTIONS, ROAD_ORDERS
+
+EXPLAINED = ("prediction", "label")
+"""Which class each map explains: the backbone's top-1 (the paper's protocol) or the label."""
 
 
 @dataclass
@@ -29,6 +33,8 @@ class Settings:
     batch_size: int = 8
     seed: int = 0
     options: MethodOptions = field(default_factory=MethodOptions)
+    explain: Literal["prediction", "label"] = "prediction"
+    """The class explained and scored (:data:`EXPLAINED`); ``label`` needs labelled images."""
 
 
 def bootstrap_interval(
@@ -101,6 +107,22 @@ def summarise(
         result["seconds_per_image"] = float(np.mean([r["seconds"] for r in rows])) if rows else 0.0
         summary[name] = result
     return summary
+
+
+def accuracy(records: Sequence[dict], resamples: int = 1000, seed: int = 0) -> dict | None:
+    """The backbone's top-1 accuracy (%) on the clean images against their labels, if labelled.
+
+    The bootstrap interval is over images, as for every other number of the report.
+    """
+    labelled = [r for r in records if r.get("label") is not None]
+    if not labelled:
+        return None
+    hits = np.array([100.0 * (r["predicted"] == r["label"]) for r in labelled])
+    return {
+        "top1": float(hits.mean()),
+        "top1_CI95": bootstrap_interval(hits, resamples, seed),
+        "n_images": len(labelled),
+    }
 
 
 def chance_levels(records: Sequence[dict]) -> dict[str, float]:
