@@ -406,7 +406,7 @@ def test_a_reference_checkpoint_on_the_hub_is_converted_once(
     reference = "hf://authors/t-tame/heads/vgg16.ckpt"
 
     head = load_head(reference)
-    folder = convert.checkpoint_head(HubRef.parse(reference))
+    folder = convert.checkpoint_head(HubRef.parse(reference)).folder
     assert folder.is_relative_to(tmp_path / "ttame")
     card = (folder / "README.md").read_text()
     assert "converted from hf://authors/t-tame/heads/vgg16.ckpt" in card
