@@ -28,10 +28,10 @@ from ttame.hub import cache
 from ttame.hub.card import AUTHORS_LICENCE, AUTHORS_LICENSE_NAME, PAPER_BACKBONES
 from ttame.hub.client import HEAD_FILES, HF_SCHEME, HubRef, hub_file, ttame_cache
 from ttame.hub.heads import save_head
+from ttame.model.backbones import BackboneSpec
 from ttame.model.head import AttentionHead
 from ttame.model.registry import get_spec
 from ttame.model.taps import probe_spec
-from ttame.model.backbones import BackboneSpec
 from ttame.model.weights import StateDict, fit_state_dict, load_torch_file, unwrap_state_dict
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
