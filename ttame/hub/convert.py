@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torchvision.models.feature_extraction import create_feature_extractor
 
 from ttame._files import publish
 from ttame.errors import HeadError, TTameError
 from ttame.hub import cache
 from ttame.hub.card import AUTHORS_LICENCE, AUTHORS_LICENSE_NAME, PAPER_BACKBONES
-from ttame.hub.client import HEAD_FILES, HF_SCHEME, HubRef, hub_file, ttame_cache
+from ttame.hub.client import HEAD_FILES, HF_SCHEME, HubRef, hub_file, reason, ttame_cache
 from ttame.hub.heads import save_head
 from ttame.model.backbones import BackboneSpec
 from ttame.model.head import AttentionHead
@@ -167,6 +168,28 @@ def backbone_prefix(state: Mapping[str, torch.Tensor], spec: BackboneSpec) -> st
     return prefix if all(key in fitted for key in wanted) else None
 
 
+def node_modules(spec: BackboneSpec, nodes: list[str]) -> list[str]:
+    """The modules whose outputs are the named nodes of torchvision's feature-extractor graph.
+
+    The reference implementation names its taps as ``create_feature_extractor`` does, which
+    is not always the module's name: it drops a module's ``_N`` suffix and numbers repeated
+    names, so in torchvision's ViT ``encoder_layer_9.ln`` is the module ``ln_1`` and
+    ``encoder_layer_9.ln_1`` is ``ln_2``. The graph is traced on the ``meta`` device (no
+    weights) with torchvision's own tracer, so the names mean exactly what they meant there.
+    """
+    with torch.device("meta"):
+        model = spec.build().eval()
+    try:
+        graph = create_feature_extractor(model, return_nodes=nodes)
+    except Exception as exc:  # torch.fx and torchvision raise many kinds
+        raise HeadError(f"not nodes of its graph: {reason(exc)}") from exc
+    found = next(node for node in graph.graph.nodes if node.op == "output").args[0]
+    wrong = [name for name in nodes if found[name].op != "call_module"]
+    if wrong:
+        raise HeadError(f"{', '.join(wrong)} are not outputs of modules, which ttame taps")
+    return [str(found[name].target) for name in nodes]
+
+
 def convert_checkpoint(
     path: str | Path, backbone: str | None = None, prefix: str | None = None
 ) -> tuple[AttentionHead, ImportReport]:
@@ -197,12 +220,15 @@ def convert_checkpoint(
     notes = []
     layers = list(spec.taps)
     hinted = hints.get("layers")
-    if isinstance(hinted, list | tuple) and list(hinted) != layers:
+    if isinstance(hinted, list | tuple) and hinted:
         try:
-            probe_spec(spec, [str(name) for name in hinted])
-            layers = [str(name) for name in hinted]
-        except TTameError:
-            notes.append(f"Its layers {list(hinted)} are not in '{spec.name}'; used {layers}.")
+            modules = node_modules(spec, [str(name) for name in hinted])
+            probe_spec(spec, modules)
+            layers = modules
+        except TTameError as exc:
+            notes.append(
+                f"Its layers {list(hinted)} do not fit '{spec.name}' ({exc}); used {layers}."
+            )
     version = hints.get("attention_version")
     if isinstance(version, str) and version != "TAME":
         notes.append(
