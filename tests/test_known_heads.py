@@ -375,3 +375,73 @@ def test_the_menu_offers_hub_heads_with_size_and_licence_or_says_they_need_the_n
     labels = dict((v, k) for k, v in backbone_choices(["tiny_cnn", "tiny_vgg"], {}))
     assert labels["tiny_vgg"] == "tiny_vgg (downloaded; licence: academic-non-commercial)"
     assert known.is_cached(KNOWN_HEADS["tiny_vgg"])
+
+
+@pytest.mark.integration
+def test_the_app_explains_compares_and_measures_with_a_hub_head(hub, tmp_path, monkeypatch):
+    from ttame.app.callbacks import TTameApp
+    from ttame.app.state import AppConfig
+    from ttame.methods.registry import METHODS, MethodOptions
+
+    data, _, _ = authors_checkpoint("tiny_vgg", "classifier.1", classes=CLASSES)
+    publish(hub, "tiny_vgg", data)
+    methods = {"gradcam": METHODS["gradcam"].factory}
+    app = TTameApp(
+        AppConfig(backbones=["tiny_vgg"], methods=methods, method_options=MethodOptions())
+    )
+    where = f"Head: {authors_source('tiny_vgg')} · licence: academic-non-commercial"
+
+    assert where in app.load("tiny_vgg", "").status
+    explained = app.explain(str(EXAMPLE), "tiny_vgg", "", "", 0.5, "jet")
+    assert where in explained.prediction and where in explained.status
+    assert (
+        where in app.compare(str(EXAMPLE), "tiny_vgg", "", "", "gradcam", 0.5, "jet", None).timings
+    )
+    assert where in app.adic(str(EXAMPLE), "tiny_vgg", "", "", "gradcam").summary
+
+    go_offline(hub, monkeypatch)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    offline = TTameApp(AppConfig(backbones=["tiny_cnn", "tiny_vgg"]))
+    assert "needs the network" in offline.menu[1][0]
+    start = time.perf_counter()
+    with pytest.raises(Exception, match="not in the local Hugging Face cache and HF_HUB_OFFLINE"):
+        offline.load("tiny_vgg", "")
+    assert time.perf_counter() - start < 1
+
+
+@pytest.mark.integration
+def test_a_repo_typed_in_the_app_fetches_head_files_only(hub, tmp_path):
+    from tests.helpers import tiny_explainer
+    from ttame.app.callbacks import TTameApp
+    from ttame.app.state import AppConfig
+
+    folder = tiny_explainer("tiny_cnn", seed=3).save_pretrained(tmp_path / "head")
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    hub.publish("someone/head", {**files, "weights/huge.bin": b"x" * 1000, "run.py": b"print()"})
+    app = TTameApp(AppConfig(backbones=["tiny_cnn"], hub_backbones=["tiny_cnn"]))
+
+    status = app.load("tiny_cnn", "someone/head").status
+    assert "hf://someone/head" in status
+    fetched = [r for r in hub.requests if "/resolve/" in r]
+    assert fetched and not any("huge.bin" in r or "run.py" in r for r in fetched)
+    assert all(r.startswith(("GET /someone/head/", "HEAD /someone/head/")) for r in fetched)
+
+
+@pytest.mark.parametrize("backbone", ["vgg16", "resnet50", "vit_b_16"])
+def test_preprocessing_matches_the_authors(backbone):
+    """Their test transform: Resize(256), CenterCrop(224), ToTensor, ImageNet statistics."""
+    from PIL import Image
+    from torchvision import transforms
+
+    from ttame.images import preprocess
+
+    spec = get_spec(backbone)
+    assert (spec.resize_size, spec.input_size) == (256, 224)
+    assert spec.mean == (0.485, 0.456, 0.406) and spec.std == (0.229, 0.224, 0.225)
+    photo = Image.open(EXAMPLE).convert("RGB")
+    theirs = transforms.Compose(
+        [transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor()]
+    )(photo)
+    ours, _ = preprocess(photo, spec.input_size, spec.resize_size)
+    assert ours.shape == theirs.shape == (3, 224, 224)
+    assert float((ours - theirs).abs().mean()) < 2 / 255  # PIL's resampling, cropped first
