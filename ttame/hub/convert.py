@@ -230,7 +230,8 @@ def convert_checkpoint(
                 f"Its layers {list(hinted)} do not fit '{spec.name}' ({exc}); used {layers}."
             )
     version = hints.get("attention_version")
-    if isinstance(version, str) and version != "TAME":
+    same = {"TAME"} if spec.kind == "vit" else {"TAME", "TTAME"}  # their CNN heads: one class
+    if isinstance(version, str) and version not in same:
         notes.append(
             f"It was trained as attention_version '{version}'; ttame computes the paper's head "
             "(the 'TAME' attention module, class token dropped): compare a few maps with the "
