@@ -74,8 +74,11 @@ def head_card(
     else:
         terms = "Not stated by whoever saved this head: ask them before using it."
     weights_hint = (
-        "\nThe backbone's weights are not in this repo: torchvision or timm downloads them, or "
-        "pass a local file with `weights=` / `--weights`.\n"
+        "\nThe backbone's weights are not in this folder: the checkpoint it was converted from "
+        "holds them (pass it as `weights=` / `--weights`), else torchvision downloads them.\n"
+        if source and source.startswith("converted from")
+        else "\nThe backbone's weights are not in this repo: torchvision or timm downloads them, "
+        "or pass a local file with `weights=` / `--weights`.\n"
         if head.backbone in PAPER_BACKBONES or head.backbone.startswith(TIMM_PREFIX)
         else ""
     )
