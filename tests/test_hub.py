@@ -267,6 +267,11 @@ def test_lightning_hyper_parameter_dict_is_read_as_data(tmp_path, monkeypatch):
 
     head, report = convert_checkpoint(tmp_path / "r50.ckpt")
     assert head.backbone == "resnet50" and head.in_channels == [512, 1024, 2048]
+    assert report.notes == []  # for CNNs their TTAME and TAME heads are the same computation
+
+    vit = reference_head("vit_b_16", VIT_PREFIX, seed=5)
+    torch.save(lightning_checkpoint(vit, {"attention_version": "TTAME"}), tmp_path / "vit.ckpt")
+    _, report = convert_checkpoint(tmp_path / "vit.ckpt")
     assert any("attention_version 'TTAME'" in note for note in report.notes)
 
 
@@ -406,7 +411,7 @@ def test_a_reference_checkpoint_on_the_hub_is_converted_once(
     reference = "hf://authors/t-tame/heads/vgg16.ckpt"
 
     head = load_head(reference)
-    folder = convert.checkpoint_head(HubRef.parse(reference))
+    folder = convert.checkpoint_head(HubRef.parse(reference)).folder
     assert folder.is_relative_to(tmp_path / "ttame")
     card = (folder / "README.md").read_text()
     assert "converted from hf://authors/t-tame/heads/vgg16.ckpt" in card

@@ -31,7 +31,7 @@ from ttame.explanation import (
     target_classes,
 )
 from ttame.hub.heads import push_head, save_head
-from ttame.hub.load import bundled_head, load_head
+from ttame.hub.load import OpenedHead, Provenance, default_head, open_head
 from ttame.images import Geometry, ImageSource, load_image, preprocess
 from ttame.model.backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
 from ttame.model.head import AttentionHead
@@ -50,11 +50,19 @@ def is_backbone_name(text: str) -> bool:
 class Explainer(nn.Module):
     """Frozen backbone + taps + attention head."""
 
-    def __init__(self, backbone: Backbone, head: AttentionHead, trained: bool = True):
+    def __init__(
+        self,
+        backbone: Backbone,
+        head: AttentionHead,
+        trained: bool = True,
+        provenance: Provenance | None = None,
+    ):
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.trained = trained
+        self.provenance = provenance
+        """Where the head came from and its licence (None: a head built here)."""
 
     @property
     def spec(self) -> BackboneSpec:
@@ -85,14 +93,18 @@ class Explainer(nn.Module):
         pretrained_backbone: bool = True,
         *,
         head: str | Path | None = None,
+        cache_limit: int | str | None = None,
     ) -> Explainer:
-        """An explainer from a backbone name or a head (any source :func:`load_head` takes).
+        """An explainer from a backbone name or a head (any source :func:`open_head` takes).
 
-        ``source`` is a backbone name (``"mobilenet_v2"``, ``"timm/resnet18"``: its bundled
-        head), or a head: a folder, ``OWNER/NAME``, ``hf://...`` or a reference ``.ckpt``.
-        ``head=`` and ``backbone=`` say which explicitly. Without a head, the bundled
-        ``checkpoints/<backbone>`` is used; if there is none, a fresh untrained head is built
-        and every ``explain`` warns loudly. ``weights`` is a local file of backbone weights.
+        ``source`` is a backbone name (``"resnet50"``, ``"timm/resnet18"``: its best known
+        head, :mod:`ttame.hub.known`), or a head: a folder, ``OWNER/NAME``, ``hf://...`` or a
+        reference ``.ckpt``. ``head=`` and ``backbone=`` say which explicitly. Without a head,
+        the known head of the backbone is used (bundled, or downloaded once from the Hub); if
+        there is none, a fresh untrained head is built and every ``explain`` warns loudly.
+        ``weights`` is a local file of backbone weights; without it, a checkpoint that holds
+        the backbone's weights provides them, else the model library downloads them.
+        ``cache_limit`` bounds the disk the downloads take (default ``TTAME_CACHE_LIMIT``).
         """
         if source is not None and head is not None:
             raise HeadError("Give the head once: as the first argument or as head=.")
@@ -101,22 +113,28 @@ class Explainer(nn.Module):
                 raise BackboneError(f"Two backbones named: '{source}' and '{backbone}'.")
             backbone, source = source, None
         head = head if head is not None else source
-        chosen = head if head is not None else bundled_head(backbone or DEFAULT_BACKBONE)
-        loaded = load_head(chosen, backbone=backbone) if chosen is not None else None
+        opened: OpenedHead | None
+        if head is not None:
+            opened = open_head(head, backbone=backbone, cache_limit=cache_limit)
+        else:
+            opened = default_head(backbone or DEFAULT_BACKBONE, cache_limit=cache_limit)
+        loaded = opened.head if opened is not None else None
         name = backbone or (loaded.backbone if loaded is not None else DEFAULT_BACKBONE)
-        if loaded is not None and loaded.backbone != name:
+        if opened is not None and opened.head.backbone != name:
             raise HeadError(
-                f"The head at '{chosen}' was trained for backbone '{loaded.backbone}', "
-                f"not '{name}'."
+                f"The head at '{opened.provenance.source}' was trained for backbone "
+                f"'{opened.head.backbone}', not '{name}'."
             )
         spec = get_spec(name)
         layers = tuple(loaded.layers) if loaded is not None else None
         if loaded is not None:
             check_fit(loaded, spec)
+        if weights is None and opened is not None:
+            weights = opened.backbone_weights
         body = build_backbone(spec, weights, pretrained_backbone, layers)
-        if loaded is None:
-            loaded = fresh_head(body)
-        return cls(body, loaded, trained=chosen is not None).to(device).eval()
+        if opened is None:
+            return cls(body, fresh_head(body), trained=False).to(device).eval()
+        return cls(body, opened.head, provenance=opened.provenance).to(device).eval()
 
     @classmethod
     def for_model(
@@ -160,7 +178,12 @@ class Explainer(nn.Module):
             body.spec = spec = dataclasses.replace(spec, kind="vit")
         if head is None:
             return cls(body, fresh_head(body), trained=False).eval()
-        loaded = head if isinstance(head, AttentionHead) else load_head(head, backbone=name)
+        provenance = None
+        if isinstance(head, AttentionHead):
+            loaded = head
+        else:
+            opened = open_head(head, backbone=name)
+            loaded, provenance = opened.head, opened.provenance
         if list(layers) != loaded.layers:
             raise HeadError(f"The head taps {loaded.layers}, not {list(layers)}.")
         shapes = probe(Backbone(frozen, spec, tuple(loaded.layers)))
@@ -170,7 +193,8 @@ class Explainer(nn.Module):
                 f"classes; the model gives {shapes.channels} and {shapes.num_classes}: the head "
                 "does not fit this backbone."
             )
-        return cls(Backbone(frozen, spec, tuple(loaded.layers)), loaded.eval()).eval()
+        body = Backbone(frozen, spec, tuple(loaded.layers))
+        return cls(body, loaded.eval(), provenance=provenance).eval()
 
     def class_index(self, name_or_index: str | int) -> int:
         """A class index from an index, a digit string or a class name (case-insensitive)."""

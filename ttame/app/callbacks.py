@@ -33,7 +33,15 @@ from ttame.app.results import (
     road_summary,
     timings_table,
 )
-from ttame.app.state import AppConfig, ExplainerCache, Loaded, Shown, backbone_choices, time_budget
+from ttame.app.state import (
+    AppConfig,
+    ExplainerCache,
+    Loaded,
+    Shown,
+    backbone_choices,
+    provenance_line,
+    time_budget,
+)
 from ttame.app.state import load_explainer as library_loader
 from ttame.errors import HeadError, TimeBudgetError, TTameError, UntrainedHeadWarning
 from ttame.explainer import Explainer
@@ -147,13 +155,16 @@ class TTameApp:
     def head_status(loaded: Loaded, repo: str | None) -> str:
         """One line on which head explains, and a loud warning if it was never trained."""
         explainer = loaded.explainer
-        where = f"Hub repo {repo.strip()}" if repo and repo.strip() else "bundled head"
+        where = f"Hub repo {repo.strip()}" if repo and repo.strip() else "its default head"
         if not explainer.trained:
             return (
                 f"WARNING: backbone {explainer.spec.name} has NO trained head; the maps are "
                 "from an UNTRAINED head and are NOT explanations."
             )
-        return f"Backbone {explainer.spec.name}, {where} ({explainer.head.num_classes} classes)."
+        return (
+            f"Backbone {explainer.spec.name}, {where} ({explainer.head.num_classes} classes). "
+            + provenance_line(explainer.provenance)
+        )
 
     @staticmethod
     def class_choices(loaded: Loaded) -> list[tuple[str, str]]:
@@ -218,16 +229,36 @@ class TTameApp:
         return classify
 
     # ---- actions --------------------------------------------------------------------------
-    def load(self, backbone: str, repo: str) -> Menu:
-        """Load (or fetch from the cache) the chosen backbone: its class menu and head status."""
+    def load(
+        self,
+        backbone: str,
+        repo: str,
+        progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's way
+    ) -> Menu:
+        """Load (or fetch from the cache) the chosen backbone: its class menu and head status.
+
+        A head not yet on disk downloads here once, its progress shown; later visitors find it
+        in memory (the explainer cache) or on disk.
+        """
+        progress(0.0, desc=f"Loading {(repo or '').strip() or backbone}")
         loaded = self.model(backbone, repo)
         menu = gr.update(choices=self.class_choices(loaded), value=TOP1)
         return Menu(menu, self.head_status(loaded, repo))
 
     def explain(
-        self, image: Any, backbone: str, repo: str, target: Any, alpha: float, colormap: str
+        self,
+        image: Any,
+        backbone: str,
+        repo: str,
+        target: Any,
+        alpha: float,
+        colormap: str,
+        progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008 - Gradio's way
     ) -> Explained:
-        """Explain the photo for the chosen class: overlay, bare map, prediction, top-5."""
+        """Explain the photo for the chosen class: overlay, bare map, prediction, top-5.
+
+        The first explanation with a head not yet downloaded shows the download's progress.
+        """
         loaded, photo, x, geometry, cls = self.prepare(image, backbone, repo, target)
         explainer = loaded.explainer
         spec = explainer.spec
@@ -244,7 +275,8 @@ class TTameApp:
         ]
         text = (
             f"### {names[index]}\nclass {index}, probability **{float(probabilities[index]):.1%}**"
-            f" · T-TAME map in {seconds * 1000:.0f} ms · backbone `{spec.name}`"
+            f" · T-TAME map in {seconds * 1000:.0f} ms · backbone `{spec.name}`\n\n"
+            + provenance_line(explainer.provenance)
         )
         if not explainer.trained:
             text = (
@@ -305,7 +337,9 @@ class TTameApp:
         return Compared(
             ttame=overlay(shown_image, heats[TTAME], float(alpha), colormap),
             baseline=overlay(shown_image, heats[method], float(alpha), colormap),
-            timings=timings_table(loaded.explainer.categories[cls], cls, rows, costs),
+            timings=timings_table(loaded.explainer.categories[cls], cls, rows, costs)
+            + "\n"
+            + provenance_line(loaded.explainer.provenance),
             shown=Shown(shown_image, heats),
         )
 
@@ -352,6 +386,7 @@ class TTameApp:
         ]
         progress(1.0, desc="Plotting")
         summary = adic_summary(report, name, method, seconds)
+        summary += "\n" + provenance_line(loaded.explainer.provenance)
         return Measured(gallery, adic_figure(report, name, method), summary, numbers)
 
     @budgeted("The ROAD measurement")
@@ -399,4 +434,5 @@ class TTameApp:
                 gallery.append((picture(image_), caption))
         progress(1.0, desc="Plotting")
         summary = road_summary(report, name, method, seconds)
+        summary += "\n" + provenance_line(loaded.explainer.provenance)
         return Measured(gallery, road_figure(report, name, method), summary, numbers)

@@ -24,7 +24,8 @@ from PIL import Image
 
 from ttame.errors import TimeBudgetError
 from ttame.explainer import Explainer
-from ttame.hub.load import bundled_head
+from ttame.hub.known import KNOWN_HEADS, KnownHead, can_fetch, is_cached, known_head
+from ttame.hub.load import Provenance, bundled_head
 from ttame.images import IMAGE_SUFFIXES
 from ttame.methods.registry import METHODS, TTAME, MethodOptions
 from ttame.model.registry import DEFAULT_BACKBONE, list_backbones
@@ -41,13 +42,15 @@ EXAMPLES_DIRS = (_PACKAGE / "examples", _PACKAGE.parent / "examples")
 EXAMPLES_DIR = next((d for d in EXAMPLES_DIRS if d.is_dir()), EXAMPLES_DIRS[-1])
 TIME_BUDGET = 60.0
 """Seconds a comparison or a measurement may take before it is stopped with a message."""
+DEFAULT_MENU = [DEFAULT_BACKBONE, *(name for name in KNOWN_HEADS if name != DEFAULT_BACKBONE)]
+"""The backbones offered by default: every one with a known head, the offline default first."""
 
 
 @dataclass
 class AppConfig:
     """What the app offers: backbones (the first is the default), heads, methods, photos."""
 
-    backbones: list[str] = field(default_factory=lambda: [DEFAULT_BACKBONE])
+    backbones: list[str] = field(default_factory=lambda: list(DEFAULT_MENU))
     heads: dict[str, str] = field(default_factory=dict)
     """Head folder per backbone; without one the bundled ``checkpoints/<backbone>`` is used."""
     methods: dict[str, MethodFactory] = field(default_factory=dict)
@@ -208,12 +211,38 @@ def backbone_choices(names: list[str], heads: dict[str, str]) -> list[tuple[str,
     """(label, name) pairs for the backbone menu: those with a head, and the first always.
 
     The first name is the app's default; without a trained head it is still offered, labelled
-    loudly, so the app works before any head exists.
+    loudly, so the app works before any head exists. A head that comes from the Hub says its
+    download size and licence, or, when it is not cached and the Hub cannot be reached, that
+    it needs the network (the Hub is probed once, only then).
     """
     choices = []
+    online: bool | None = None
     for position, name in enumerate(names):
-        if name in heads or bundled_head(name) is not None:
+        entry = known_head(name)
+        if name in heads or (bundled_head(name) is not None and not (entry and entry.on_hub)):
             choices.append((name, name))
+        elif entry is not None and entry.on_hub:
+            cached = is_cached(entry)
+            if not cached and online is None:
+                online = can_fetch()
+            choices.append((hub_label(entry, cached, bool(online)), name))
         elif position == 0:
             choices.append((f"{name} (UNTRAINED head: not an explanation)", name))
     return choices
+
+
+def hub_label(entry: KnownHead, cached: bool, online: bool) -> str:
+    """The menu's label of a backbone whose head comes from the Hub."""
+    licence = f"licence: {entry.license}"
+    if cached:
+        return f"{entry.backbone} (downloaded; {licence})"
+    if online:
+        return f"{entry.backbone} ({entry.download_mb} MB download, once; {licence})"
+    return f"{entry.backbone} (needs the network: {entry.download_mb} MB download; {licence})"
+
+
+def provenance_line(provenance: Provenance | None) -> str:
+    """Where the head came from and its licence, in one line beside every map."""
+    if provenance is None:
+        return "Head: built here, never trained."
+    return f"Head: {provenance.source} · licence: {provenance.license}"

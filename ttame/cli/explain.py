@@ -24,7 +24,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("image", help="image file (any common format)")
     parser.add_argument("--backbone", default=None, help="backbone name (default: the head's)")
-    parser.add_argument("--head", default=None, help="head folder or Hugging Face Hub repo id")
+    parser.add_argument(
+        "--head",
+        default=None,
+        help="head folder, Hub repo id, hf://OWNER/NAME/FILE.ckpt or .ckpt "
+        "(default: the backbone's known head, docs/hub.md)",
+    )
     parser.add_argument("--weights", default=None, help="local backbone weights file")
     parser.add_argument(
         "--class",
@@ -51,6 +56,9 @@ def run_explain(args: argparse.Namespace) -> int:
             "WARNING: no trained head for this backbone; the map is NOT an explanation.",
             file=sys.stderr,
         )
+    provenance = explainer.provenance
+    if provenance is not None and provenance.terms:
+        print(f"Head {provenance.source}: {provenance.terms}", file=sys.stderr)
     spec = explainer.spec
     tensor, geometry = explainer.preprocess(image)
     target = None if args.target is None else explainer.class_index(args.target)
@@ -70,6 +78,8 @@ def run_explain(args: argparse.Namespace) -> int:
     report = {
         "backbone": spec.name,
         "head": "trained" if explainer.trained else "untrained",
+        "head_source": provenance.source if provenance is not None else None,
+        "head_license": provenance.license if provenance is not None else None,
         "class_index": index,
         "class_name": explainer.categories[index],
         "probability": float(probabilities[index]),

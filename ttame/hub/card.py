@@ -7,6 +7,7 @@ it was trained on, its metrics, its licence and the lines that load it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
@@ -17,6 +18,10 @@ from ttame.model.timm import TIMM_PREFIX
 
 PAPER_BACKBONES = ("vgg16", "resnet50", "vit_b_16")
 """The backbones of the paper, whose weights torchvision downloads."""
+AUTHORS_LICENSE_NAME = "academic-non-commercial"
+"""The licence name the authors' heads, and every head converted from a checkpoint, carry."""
+NOT_STATED = "not stated"
+"""The licence of a head whose card names none."""
 AUTHORS_LICENCE = (
     "The trained heads released by the T-TAME authors are for academic, non-commercial use "
     "only (see the reference implementation's licence). This file only renames their tensors."
@@ -69,8 +74,11 @@ def head_card(
     else:
         terms = "Not stated by whoever saved this head: ask them before using it."
     weights_hint = (
-        "\nThe backbone's weights are not in this repo: torchvision or timm downloads them, or "
-        "pass a local file with `weights=` / `--weights`.\n"
+        "\nThe backbone's weights are not in this folder: the checkpoint it was converted from "
+        "holds them (pass it as `weights=` / `--weights`), else torchvision downloads them.\n"
+        if source and source.startswith("converted from")
+        else "\nThe backbone's weights are not in this repo: torchvision or timm downloads them, "
+        "or pass a local file with `weights=` / `--weights`.\n"
         if head.backbone in PAPER_BACKBONES or head.backbone.startswith(TIMM_PREFIX)
         else ""
     )
@@ -118,3 +126,13 @@ result = explainer.explain(images)  # raw RGB in [0, 1], B x 3 x H x W; maps B x
 or `ttame explain photo.jpg --head {where}`. Needs the `ttame` package.
 {weights_hint}"""
     return ModelCard(text)
+
+
+def card_license(folder: Path) -> str:
+    """The licence a head folder's model card names (``license_name`` first), or not stated."""
+    card = folder / "README.md"
+    if not card.is_file():
+        return NOT_STATED
+    data = ModelCard.load(card).data
+    named = getattr(data, "license_name", None) or data.license
+    return str(named) if named else NOT_STATED

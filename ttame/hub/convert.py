@@ -11,7 +11,9 @@ does the same on the fly from a Hub repo, caching the converted head.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import tempfile
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,18 +21,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torchvision.models.feature_extraction import create_feature_extractor
 
+from ttame._files import publish
 from ttame.errors import HeadError, TTameError
-from ttame.hub.card import AUTHORS_LICENCE, PAPER_BACKBONES
-from ttame.hub.client import HEAD_FILES, HF_SCHEME, HubRef, hub_file, ttame_cache
+from ttame.hub import cache
+from ttame.hub.card import AUTHORS_LICENCE, AUTHORS_LICENSE_NAME, PAPER_BACKBONES
+from ttame.hub.client import HEAD_FILES, HF_SCHEME, HubRef, hub_file, reason, ttame_cache
 from ttame.hub.heads import save_head
+from ttame.model.backbones import BackboneSpec
 from ttame.model.head import AttentionHead
 from ttame.model.registry import get_spec
 from ttame.model.taps import probe_spec
-from ttame.model.weights import StateDict, load_torch_file, unwrap_state_dict
+from ttame.model.weights import StateDict, fit_state_dict, load_torch_file, unwrap_state_dict
 
 CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 """Suffixes of the reference implementation's checkpoint files."""
+CHECKPOINT_FILE = "checkpoint.json"
+"""Beside a head converted from a Hub checkpoint: its source and where the backbone is in it."""
 
 _HEAD_KEY = re.compile(
     r"^(?:convs\.(?P<conv>\d+)\.(?P<conv_p>weight|bias)"
@@ -57,6 +65,8 @@ class ImportReport:
     """Top-level entries of the checkpoint other than the state dict (optimizer states, ...)."""
     notes: list[str] = field(default_factory=list)
     out: str | None = None
+    backbone_prefix: str | None = None
+    """The key prefix under which the file holds the whole backbone (None: it does not)."""
 
     def summary(self) -> str:
         """A few lines for the terminal."""
@@ -68,6 +78,11 @@ class ImportReport:
         if self.ignored_tensors:
             groups = ", ".join(f"{k}.* ({n})" for k, n in self.ignored_tensors.items())
             lines.append(f"Ignored tensors: {groups}.")
+        if self.backbone_prefix is not None:
+            lines.append(
+                f"The backbone's weights are in the file too (under '{self.backbone_prefix}'); "
+                "pass the file as --weights to use them."
+            )
         if self.ignored_entries:
             lines.append(f"Ignored entries: {', '.join(self.ignored_entries)}.")
         lines.extend(self.notes)
@@ -141,6 +156,40 @@ def _backbone_from_hints(hints: Mapping[str, Any], channels: list[int]) -> str:
     )
 
 
+def backbone_prefix(state: Mapping[str, torch.Tensor], spec: BackboneSpec) -> str | None:
+    """The prefix under which ``state`` holds every tensor of ``spec``'s network, or None.
+
+    The network's tensor names come from building it on PyTorch's ``meta`` device (nothing is
+    allocated), so even VGG-16's 138M parameters cost nothing here.
+    """
+    with torch.device("meta"):
+        wanted = list(spec.build().state_dict())
+    fitted, prefix = fit_state_dict(dict(state), wanted)
+    return prefix if all(key in fitted for key in wanted) else None
+
+
+def node_modules(spec: BackboneSpec, nodes: list[str]) -> list[str]:
+    """The modules whose outputs are the named nodes of torchvision's feature-extractor graph.
+
+    The reference implementation names its taps as ``create_feature_extractor`` does, which
+    is not always the module's name: it drops a module's ``_N`` suffix and numbers repeated
+    names, so in torchvision's ViT ``encoder_layer_9.ln`` is the module ``ln_1`` and
+    ``encoder_layer_9.ln_1`` is ``ln_2``. The graph is traced on the ``meta`` device (no
+    weights) with torchvision's own tracer, so the names mean exactly what they meant there.
+    """
+    with torch.device("meta"):
+        model = spec.build().eval()
+    try:
+        graph = create_feature_extractor(model, return_nodes=nodes)
+    except Exception as exc:  # torch.fx and torchvision raise many kinds
+        raise HeadError(f"not nodes of its graph: {reason(exc)}") from exc
+    found = next(node for node in graph.graph.nodes if node.op == "output").args[0]
+    wrong = [name for name in nodes if found[name].op != "call_module"]
+    if wrong:
+        raise HeadError(f"{', '.join(wrong)} are not outputs of modules, which ttame taps")
+    return [str(found[name].target) for name in nodes]
+
+
 def convert_checkpoint(
     path: str | Path, backbone: str | None = None, prefix: str | None = None
 ) -> tuple[AttentionHead, ImportReport]:
@@ -171,14 +220,18 @@ def convert_checkpoint(
     notes = []
     layers = list(spec.taps)
     hinted = hints.get("layers")
-    if isinstance(hinted, list | tuple) and list(hinted) != layers:
+    if isinstance(hinted, list | tuple) and hinted:
         try:
-            probe_spec(spec, [str(name) for name in hinted])
-            layers = [str(name) for name in hinted]
-        except TTameError:
-            notes.append(f"Its layers {list(hinted)} are not in '{spec.name}'; used {layers}.")
+            modules = node_modules(spec, [str(name) for name in hinted])
+            probe_spec(spec, modules)
+            layers = modules
+        except TTameError as exc:
+            notes.append(
+                f"Its layers {list(hinted)} do not fit '{spec.name}' ({exc}); used {layers}."
+            )
     version = hints.get("attention_version")
-    if isinstance(version, str) and version != "TAME":
+    same = {"TAME"} if spec.kind == "vit" else {"TAME", "TTAME"}  # their CNN heads: one class
+    if isinstance(version, str) and version not in same:
         notes.append(
             f"It was trained as attention_version '{version}'; ttame computes the paper's head "
             "(the 'TAME' attention module, class token dropped): compare a few maps with the "
@@ -210,6 +263,7 @@ def convert_checkpoint(
         notes.append("No BatchNorm step counters in the file (unused at inference).")
     head.load_state_dict({**target, **converted})
     ignored = Counter(_group(k, prefix) for k in state if not k.startswith(prefix))
+    body = backbone_prefix({k: v for k, v in state.items() if not k.startswith(prefix)}, spec)
     entries = [str(k) for k in raw if k != "state_dict"] if isinstance(raw, Mapping) else []
     report = ImportReport(
         source=str(path),
@@ -222,6 +276,7 @@ def convert_checkpoint(
         ignored_tensors=dict(ignored),
         ignored_entries=entries,
         notes=notes,
+        backbone_prefix=body,
     )
     return head.eval(), report
 
@@ -248,31 +303,53 @@ def imported_card(report: ImportReport) -> dict[str, Any]:
         "training_data": "ImageNet-1k training set, by the T-TAME authors (see their paper)",
         "source": f"converted from {report.source}",
         "license": "other",
-        "license_name": "academic-non-commercial",
+        "license_name": AUTHORS_LICENSE_NAME,
         "license_note": AUTHORS_LICENCE,
     }
 
 
+@dataclass(frozen=True)
+class ConvertedHead:
+    """A head converted from a Hub checkpoint: its folder, the checkpoint, where its backbone is."""
+
+    folder: Path
+    checkpoint: Path
+    backbone_prefix: str | None
+
+
 def checkpoint_head(
-    ref: HubRef, backbone: str | None = None, cache_dir: str | Path | None = None
-) -> Path:
-    """The head folder converted from a reference checkpoint in a Hub repo, cached.
+    ref: HubRef,
+    backbone: str | None = None,
+    cache_dir: str | Path | None = None,
+    cache_limit: int | str | None = None,
+) -> ConvertedHead:
+    """The head converted from a reference checkpoint in a Hub repo, both cached.
 
     The checkpoint comes through the Hugging Face cache (fetched once); the converted head is
     kept under :func:`ttame_cache`, keyed by the repo, the cached file and the backbone, so the
-    conversion also runs only once.
+    conversion also runs only once. Both are fetched or converted under one lock, so that two
+    first requests at once download once, and both count towards the cache's size limit
+    (:mod:`ttame.hub.cache`).
     """
     if ref.filename is None:
         raise HeadError(f"'{ref.repo_id}' names no checkpoint file.")
-    path = hub_file(ref.repo_id, ref.filename, cache_dir, ref.revision)
-    real = path.resolve()
-    stat = real.stat()
-    key = hashlib.sha256(f"{real}:{stat.st_size}:{stat.st_mtime_ns}:{backbone}".encode())
-    folder = ttame_cache() / "heads" / f"{ref.repo_id.replace('/', '--')}--{key.hexdigest()[:16]}"
-    if not all((folder / name).is_file() for name in HEAD_FILES):
-        source = f"{HF_SCHEME}{ref.repo_id}/{ref.filename}"
-        import_checkpoint(path, folder, backbone, source=source)
-    return folder
+    with cache.locked(f"{ref.repo_id}@{ref.revision}/{ref.filename}"):
+        path = hub_file(ref.repo_id, ref.filename, cache_dir, ref.revision)
+        real = path.resolve()
+        stat = real.stat()
+        key = hashlib.sha256(f"{real}:{stat.st_size}:{stat.st_mtime_ns}:{backbone}".encode())
+        name = f"{ref.repo_id.replace('/', '--')}--{key.hexdigest()[:16]}"
+        folder = ttame_cache() / "heads" / name
+        if not all((folder / n).is_file() for n in (*HEAD_FILES, CHECKPOINT_FILE)):
+            source = f"{HF_SCHEME}{ref.repo_id}/{ref.filename}"
+            report = import_checkpoint(path, folder, backbone, source=source)
+            facts = {"source": source, "backbone_prefix": report.backbone_prefix}
+            with tempfile.NamedTemporaryFile("w", dir=folder, delete=False) as tmp:
+                json.dump(facts, tmp)
+            publish(tmp.name, folder / CHECKPOINT_FILE)
+        facts = json.loads((folder / CHECKPOINT_FILE).read_text())
+    cache.record([path, folder], cache_limit)
+    return ConvertedHead(folder, path, facts["backbone_prefix"])
 
 
 def _group(key: str, prefix: str) -> str:
