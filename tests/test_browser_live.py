@@ -1,10 +1,12 @@
-"""The Live tab in a real browser: Chromium's fake webcam plays the example photos.
+"""The Live tab and the top-5 maps in a real browser (Chromium, driven by Playwright).
 
-The test writes the photos as a Y4M clip (planar 4:2:0), Chromium plays it as its webcam, and
-the page, with the real MobileNetV2 default, must show a stream of overlays: the overlay's
-picture and the frames-per-second line change again and again, and the classes of the photos
-come and go. The same frame gives the same picture, which Gradio serves as the same file, so
-the test counts changes of the picture, not distinct pictures.
+The live test writes the example photos as a Y4M clip (planar 4:2:0), Chromium plays it as
+its fake webcam, and the page, with the real MobileNetV2 default, must show a stream of
+overlays: the overlay's picture and the frames-per-second line change again and again, and the
+classes of the photos come and go. The same frame gives the same picture, which Gradio serves
+as the same file, so the test counts changes of the picture, not distinct pictures. The top-5
+test ticks the box
+in the Explain tab and sees five captioned maps, recoloured with the main map.
 """
 
 from __future__ import annotations
@@ -83,4 +85,28 @@ def test_the_webcam_is_explained_frame_by_frame(url, tmp_path):  # noqa: F811
         )
         assert size == list(SIZE)  # the frame's own size
         page.screenshot(path=str(tmp_path / "live.png"), full_page=True)
+        browser.close()
+
+
+def test_the_top5_maps_side_by_side(url, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.set_default_timeout(30_000)
+        page.goto(url)
+        page.locator("#photo input[type=file]").set_input_files(str(ROOT / "examples/chelsea.jpg"))
+        page.wait_for_selector("#photo img")
+        expect(page.locator("#top5-gallery")).to_be_hidden()
+        page.locator("#top5-maps input").check()
+        expect(page.locator("#top5-gallery img")).to_have_count(5)
+        expect(page.locator("#top5-gallery")).to_contain_text("Egyptian cat — ")
+        first = page.locator("#top5-gallery img").first.get_attribute("src")
+        colours = page.locator("#colormap input")
+        colours.click()
+        page.locator("ul[role=listbox] li").filter(has_text="gray").first.click()
+        expect(page.locator("#top5-gallery img").first).not_to_have_attribute("src", first or "")
+        page.locator("#top5-maps input").uncheck()
+        expect(page.locator("#top5-gallery")).to_be_hidden()
         browser.close()

@@ -201,7 +201,8 @@ class TestOverTheApi:
         photo = handle_file(str(CHELSEA))
         shown = client.predict(photo, "tiny_cnn", "", show=True, api_name="/explain_top5")
         gallery = shown["value"]  # an update: the gallery shows itself
-        assert shown["visible"] is True and len(gallery) == 5 and all(" — " in item["caption"] for item in gallery)
+        assert shown["visible"] is True and len(gallery) == 5
+        assert all(" — " in item["caption"] for item in gallery)
         assert Image.open(gallery[0]["image"]).size == Image.open(CHELSEA).size
         hidden = client.predict(photo, "tiny_cnn", "", api_name="/explain_top5")  # box unticked
         assert hidden["visible"] is False

@@ -163,14 +163,14 @@ def test_progress_bar_and_odd_sizes(explainer, tmp_path, capsys):
 def test_unreadable_videos_are_clear_errors(explainer, tmp_path):
     text = tmp_path / "notes.mp4"
     text.write_text("not a video")
-    with pytest.raises(VideoError, match="'.*notes.mp4' is not a video we can read"):
+    with pytest.raises(VideoError, match=r"'.*notes\.mp4' is not a video we can read"):
         explain_video(explainer, text, tmp_path / "out.mp4", progress=False)
     with pytest.raises(VideoError, match="No such video file"):
         explain_video(explainer, tmp_path / "missing.mp4", progress=False)
     clip = write_clip(tmp_path / "clip.mp4", photo_frames(count=12), rate=12)
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
-    with pytest.raises(VideoError, match="cut.mp4"):
+    with pytest.raises(VideoError, match=r"cut\.mp4"):
         explain_video(explainer, cut, tmp_path / "out.mp4", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "cut.mp4", "notes.mp4"]
 
