@@ -16,10 +16,8 @@ from tests.helpers import tiny_explainer
 from ttame.errors import ImageError, VideoError
 from ttame.images import crop_geometry, map_to_original, overlay, preprocess
 from ttame.video import (
-    FrameResult,
     explain_frames,
     explain_video,
-    frame_box,
     frames_input,
     overlay_frames,
 )
@@ -147,7 +145,6 @@ def test_results_as_json_lines(explainer, tmp_path):
     first = json.loads(lines[0])
     assert set(first) == {"frame", "time", "class_index", "class_name", "probability"}
     assert [json.loads(line)["time"] for line in lines] == [0.0, 0.2, 0.4]
-    assert FrameResult(**{**results[1].__dict__}) == results[1]
 
 
 def test_progress_bar_and_odd_sizes(explainer, tmp_path, capsys):
@@ -157,7 +154,6 @@ def test_progress_bar_and_odd_sizes(explainer, tmp_path, capsys):
     assert "3/3" in capsys.readouterr().err
     written, rate = decode(tmp_path / "odd.mp4")
     assert written.shape == (3, 72, 96, 3) and rate == 8  # 4:2:0 needs even: one row/column more
-    assert frame_box(explainer, 71, 95)[2] <= 95
 
 
 def test_unreadable_videos_are_clear_errors(explainer, tmp_path):

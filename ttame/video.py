@@ -4,9 +4,10 @@ A frame costs one backbone pass and the head, as a photo does; what differs is t
 out. Frames are arrays, all of one size, so the crop is computed once and the batch is cut and
 resized in one tensor operation, and the overlay is drawn on the frame's own pixels with
 OpenCV (a lookup table and a weighted sum in 8 bits) rather than in floats through PIL, which
-at 640x480 costs more than the pass itself. The colours are :func:`ttame.images.colour_table`'s,
-those of :func:`ttame.images.overlay`. Clips are read and written with PyAV (any format its
-FFmpeg reads; H.264 out where available, else MPEG-4 Part 2).
+at 640x480 costs 15 times as much, nearly a backbone pass (docs/benchmarks.md, Live view).
+The colours are :func:`ttame.images.colour_table`'s, those of :func:`ttame.images.overlay`.
+Clips are read and written with PyAV (any format its FFmpeg reads; H.264 out where
+available, else MPEG-4 Part 2).
 """
 
 from __future__ import annotations
