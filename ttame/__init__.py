@@ -21,6 +21,7 @@ from ttame.errors import (
     TTameError,
     UnknownMethodError,
     UntrainedHeadWarning,
+    VideoError,
     WeightsUnavailableError,
 )
 from ttame.explainer import Explainer, load_explainer
@@ -51,6 +52,7 @@ __all__ = [
     "TrainingError",
     "UnknownMethodError",
     "UntrainedHeadWarning",
+    "VideoError",
     "WeightsUnavailableError",
     "__version__",
     "get_spec",

@@ -3,10 +3,10 @@
 Every failure a user can cause (a bad image, an unknown backbone, missing weights, a head that
 does not fit its backbone, a class out of range, an unreachable Hub repo, a request past its
 time budget, training data or a training run that cannot go on, an unknown method, an image
-source that cannot be read) raises a subclass of :class:`TTameError` with a message that says
-what to do; the CLI prints it and exits 2, the app shows it and keeps serving. Each class also
-derives from the built-in exception it refines (``ValueError``, ``KeyError``...), so code that
-catches those keeps working.
+source or a video that cannot be read) raises a subclass of :class:`TTameError` with a message
+that says what to do; the CLI prints it and exits 2, the app shows it and keeps serving. Each
+class also derives from the built-in exception it refines (``ValueError``, ``KeyError``...), so
+code that catches those keeps working.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ __all__ = [
     "TrainingError",
     "UnknownMethodError",
     "UntrainedHeadWarning",
+    "VideoError",
     "WeightsUnavailableError",
 ]
 
@@ -73,6 +74,10 @@ class TrainingError(TTameError, RuntimeError):
 
 class SourceError(TTameError, RuntimeError):
     """An image source of the offline pool could not be fetched or read."""
+
+
+class VideoError(TTameError, ValueError):
+    """A video file that cannot be read or written, or one longer than the caller allows."""
 
 
 class UntrainedHeadWarning(UserWarning):

@@ -189,7 +189,7 @@ def preprocess(
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0), geometry
 
 
-def _seen_box(geometry: Geometry) -> tuple[int, int, int, int]:
+def seen_box(geometry: Geometry) -> tuple[int, int, int, int]:
     """The region the backbone saw in whole original pixels: (x0, y0, x1, y1), ends exclusive."""
     left, top, right, bottom = geometry.crop_box
     x0, y0 = round(left), round(top)
@@ -199,7 +199,7 @@ def _seen_box(geometry: Geometry) -> tuple[int, int, int, int]:
 def seen_region(geometry: Geometry) -> np.ndarray:
     """``H x W`` bool mask of the original pixels the backbone saw (its centre crop)."""
     width, height = geometry.original_size
-    x0, y0, x1, y1 = _seen_box(geometry)
+    x0, y0, x1, y1 = seen_box(geometry)
     seen = np.zeros((height, width), dtype=bool)
     seen[y0:y1, x0:x1] = True
     return seen
@@ -212,7 +212,7 @@ def map_to_original(saliency: torch.Tensor, geometry: Geometry, outside: float =
     those pixels as unseen, which :func:`overlay` and :func:`heatmap` then leave untinted.
     """
     width, height = geometry.original_size
-    x0, y0, x1, y1 = _seen_box(geometry)
+    x0, y0, x1, y1 = seen_box(geometry)
     inside = F.interpolate(
         saliency.detach().float().cpu()[None, None],
         size=(y1 - y0, x1 - x0),
@@ -260,12 +260,15 @@ def jet_lut(n: int = 256) -> np.ndarray:
     return np.clip(table, 0, 1)
 
 
-def _colours(heat: np.ndarray, colormap: str) -> np.ndarray:
-    """``H x W x 3`` colours in [0, 1] of a map in [0, 1] (NaN pixels come out as 0).
+COLOUR_LEVELS = 256
+"""Entries of a colour table: a map value v is drawn with entry ``min(floor(256 v), 255)``."""
+
+
+def colour_table(colormap: str = "jet") -> np.ndarray:
+    """The ``256 x 3`` colours in [0, 1] of a colour map, as matplotlib tabulates it.
 
     Any matplotlib colour map when matplotlib is installed; "jet" without it, identically.
     """
-    values = np.clip(np.nan_to_num(heat), 0, 1)
     try:
         import matplotlib
     except ImportError:
@@ -274,11 +277,21 @@ def _colours(heat: np.ndarray, colormap: str) -> np.ndarray:
                 f"The colour map '{colormap}' needs matplotlib (pip install matplotlib); "
                 "'jet' does not."
             ) from None
-        lut = jet_lut()
-        index = values * len(lut)
-        index[index == len(lut)] = len(lut) - 1
-        return lut.take(index.astype(int), axis=0, mode="clip")
-    return matplotlib.colormaps[colormap](values)[..., :3]
+        return jet_lut(COLOUR_LEVELS)
+    if colormap not in matplotlib.colormaps:
+        raise ImageError(f"Unknown colour map '{colormap}'.")
+    return np.asarray(matplotlib.colormaps[colormap](np.arange(COLOUR_LEVELS))[:, :3])
+
+
+def colour_index(values: np.ndarray) -> np.ndarray:
+    """Each value's entry of :func:`colour_table`, computed as matplotlib computes it."""
+    index = np.clip(np.nan_to_num(values), 0, 1) * COLOUR_LEVELS
+    return np.minimum(index, COLOUR_LEVELS - 1).astype(np.intp)
+
+
+def _colours(heat: np.ndarray, colormap: str) -> np.ndarray:
+    """``H x W x 3`` colours in [0, 1] of a map in [0, 1] (NaN pixels come out as 0)."""
+    return colour_table(colormap)[colour_index(heat)]
 
 
 def overlay(

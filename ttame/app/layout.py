@@ -1,8 +1,8 @@
 """The app's page: one function per section, the events wired in one place, and the server.
 
 Every action is a named API endpoint, so ``gradio_client`` drives the app exactly as the
-browser does (``/explain``, ``/load``, ``/pick_class``, ``/restyle``, ``/compare``, ``/adic``,
-``/road``).
+browser does (``/explain``, ``/explain_top5``, ``/load``, ``/pick_class``, ``/restyle``,
+``/compare``, ``/adic``, ``/road``; in the Live tab ``/explain_frame`` and ``/explain_clip``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import gradio as gr
 
 from ttame.app.callbacks import TOP1, TTameApp
+from ttame.app.live import LiveView, live_tab, wire_live
 from ttame.app.state import (
     EXAMPLES_DIR,
     TIME_BUDGET,
@@ -24,6 +25,7 @@ from ttame.app.state import (
     default_methods,
     example_photos,
 )
+from ttame.app.top5 import TopFive, top5_section, wire_top5
 from ttame.methods.registry import TTAME, label
 from ttame.model.registry import DEFAULT_BACKBONE
 
@@ -346,17 +348,29 @@ def build_app(
         )
         with gr.Accordion("What am I looking at?", open=False):
             gr.Markdown(EXPLAINER_TEXT)
-        with gr.Row():
-            with gr.Column(scale=1):
-                inputs = inputs_section(app, photos)
-            with gr.Column(scale=2):
-                outputs = outputs_section()
-        comparison = compare_section(baselines)
-        measurement = measure_section(baselines)
-        if photos:
-            with gr.Accordion("Where the example photos come from", open=False):
-                gr.Markdown("\n".join(f"- {text}" for _, text in photos))
+        with gr.Tab("Explain", elem_id="explain-tab"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    inputs = inputs_section(app, photos)
+                with gr.Column(scale=2):
+                    outputs = outputs_section()
+                    top5 = top5_section(STATE_SECONDS)
+            comparison = compare_section(baselines)
+            measurement = measure_section(baselines)
+            if photos:
+                with gr.Accordion("Where the example photos come from", open=False):
+                    gr.Markdown("\n".join(f"- {text}" for _, text in photos))
+        with gr.Tab("Live", elem_id="live-tab"):
+            live = live_tab(COLORMAPS, STATE_SECONDS)
         wire(app, shown, inputs, outputs, comparison, measurement)
+        wire_top5(
+            TopFive(app),
+            top5,
+            [inputs.run.click],
+            [inputs.image, inputs.backbone, inputs.repo],
+            [outputs.alpha, outputs.colormap],
+        )
+        wire_live(LiveView(app), live)
     return demo
 
 
