@@ -35,8 +35,10 @@ STATE_SESSIONS = 100
 """Browser sessions whose last pictures are kept for restyling; the oldest are dropped."""
 STATE_SECONDS = 3600
 """How long a session's last pictures are kept."""
-FILE_CLEANUP = (3600, 3600)
-"""Every hour, delete uploaded and generated files older than an hour."""
+FILE_CLEANUP = (300, 900)
+"""Every 5 minutes, delete uploaded and generated files older than 15 minutes: the Live tab's
+stream leaves one JPEG per frame in Gradio's cache (about 20 a second), so an hour's age would
+let two streams fill gigabytes of a Space's disk."""
 CSS = """
 #prediction .untrained, .untrained { color: #b00020; font-weight: 700; }
 """
