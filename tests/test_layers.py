@@ -26,7 +26,11 @@ LAYERS: list[tuple[str, list[str], bool]] = [
     ("L2 model", ["ttame.model"], False),
     ("L3 hub", ["ttame.hub"], False),
     ("L4 explainer", ["ttame.explainer"], False),
-    ("L5 methods | metrics | data", ["ttame.methods", "ttame.metrics", "ttame.data"], True),
+    (
+        "L5 methods | metrics | data | batch | export",
+        ["ttame.methods", "ttame.metrics", "ttame.data", "ttame.batch", "ttame.export"],
+        True,
+    ),
     ("L6 evaluation | training", ["ttame.evaluation", "ttame.training"], True),
     ("L7 app | cli", ["ttame.app", "ttame.cli"], True),
     ("L8 the package", ["ttame.__main__", "ttame"], False),
