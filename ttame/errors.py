@@ -3,8 +3,9 @@
 Every failure a user can cause (a bad image, an unknown backbone, missing weights, a head that
 does not fit its backbone, a class out of range, an unreachable Hub repo, a request past its
 time budget, training data or a training run that cannot go on, an unknown method, an image
-source that cannot be read) raises a subclass of :class:`TTameError` with a message that says
-what to do; the CLI prints it and exits 2, the app shows it and keeps serving. Each class also
+source that cannot be read, a graph that cannot be exported) raises a subclass of
+:class:`TTameError` with a message that says what to do; the CLI prints it and exits 2, the
+app shows it and keeps serving. Each class also
 derives from the built-in exception it refines (``ValueError``, ``KeyError``...), so code that
 catches those keeps working.
 """
@@ -15,6 +16,7 @@ __all__ = [
     "BackboneError",
     "ClassIndexError",
     "DataError",
+    "ExportError",
     "HeadError",
     "ImageError",
     "SourceError",
@@ -73,6 +75,10 @@ class TrainingError(TTameError, RuntimeError):
 
 class SourceError(TTameError, RuntimeError):
     """An image source of the offline pool could not be fetched or read."""
+
+
+class ExportError(TTameError, RuntimeError):
+    """An explainer could not be written as a graph (a missing exporter package, a bad option)."""
 
 
 class UntrainedHeadWarning(UserWarning):

@@ -7,6 +7,7 @@ it was trained on, its metrics, its licence and the lines that load it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
@@ -118,3 +119,15 @@ result = explainer.explain(images)  # raw RGB in [0, 1], B x 3 x H x W; maps B x
 or `ttame explain photo.jpg --head {where}`. Needs the `ttame` package.
 {weights_hint}"""
     return ModelCard(text)
+
+
+def card_licence(folder: Path) -> str | None:
+    """The licence the model card in a head folder states; None without a card or a licence."""
+    path = folder / "README.md"
+    if not path.is_file():
+        return None
+    data = ModelCard.load(path).data
+    licence = data.license_name if data.license == "other" and data.license_name else data.license
+    if isinstance(licence, list):
+        return ", ".join(licence) or None
+    return str(licence) if licence else None

@@ -28,6 +28,23 @@ def bundled_head(backbone: str) -> Path | None:
     return None
 
 
+def head_folder(source: str | Path | None, backbone: str) -> Path | None:
+    """The folder holding the head ``source`` names (None: the bundled one), if it is a folder.
+
+    Its model card (``README.md``) lives there. A reference checkpoint has no folder: None.
+    """
+    if source is None:
+        return bundled_head(backbone)
+    text = str(source)
+    if text.startswith(HF_SCHEME):
+        ref = HubRef.parse(text)
+        return hub_folder(ref.repo_id, revision=ref.revision) if ref.filename is None else None
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    return hub_folder(text) if is_repo_id(text) and not path.exists() else None
+
+
 def load_head(
     source: str | Path, cache_dir: str | Path | None = None, backbone: str | None = None
 ) -> AttentionHead:
