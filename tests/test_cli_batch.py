@@ -166,3 +166,10 @@ def test_explain_files_matches_explain_on_each_image(folder):
         assert result.explanation is not None
         assert torch.equal(result.explanation.classes, alone.classes)
         torch.testing.assert_close(result.explanation.maps, alone.maps, atol=1e-5, rtol=0)
+
+
+def test_out_that_is_a_file_is_a_one_line_error_for_many_images(folder, tmp_path, capsys):
+    taken = tmp_path / "taken.png"
+    taken.write_bytes(b"x")
+    assert main(["explain", str(folder), *TINY, "--out", str(taken)]) == 2
+    assert "is a file; for many images give a folder" in capsys.readouterr().err

@@ -18,7 +18,9 @@ import re
 import sys
 import time
 import warnings
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -182,8 +184,7 @@ def explain_one(
     result = explainer.explain(tensor[None].to(args.device), target, top=top)
     seconds = time.perf_counter() - start
     if args.out:
-        for path, picture in overlays(explainer, image, result, geometry, Path(args.out), args):
-            picture.save(path)
+        write_overlays(explainer, image, result, geometry, Path(args.out), args)
     report = summary(explainer, result, geometry, seconds)
     print(json.dumps(report) if args.json else describe(report, args.out))
     return 0
@@ -206,6 +207,8 @@ def explain_many(
         Path(args.jsonl).parent.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         lines = stack.enter_context(open(args.jsonl, "w", encoding="utf-8")) if args.jsonl else None
+        writer = stack.enter_context(ThreadPoolExecutor(max(1, args.workers), "overlay"))
+        writing: deque[Future[None]] = deque()
         results = explain_files(
             explainer,
             paths,
@@ -227,15 +230,17 @@ def explain_many(
                 if args.out and item.image is not None:
                     base = Path(args.out) / names[item.path]
                     base.parent.mkdir(parents=True, exist_ok=True)
-                    for path, picture in overlays(
-                        explainer, item.image, item.explanation, item.geometry, base, args
-                    ):
-                        picture.save(path)
+                    draw = (explainer, item.image, item.explanation, item.geometry, base, args)
+                    writing.append(writer.submit(write_overlays, *draw))
+                    while len(writing) > 2 * args.batch:  # bounded: photos wait in memory
+                        writing.popleft().result()
             line = json.dumps(report)
             if lines is not None:
                 lines.write(line + "\n")
                 lines.flush()
             tqdm.write(line if args.json else f"{item.path}: {describe(report, None)}")
+        for done in writing:
+            done.result()
     print(f"{len(paths) - failed} explained, {failed} failed", file=sys.stderr)
     return 1 if failed else 0
 
@@ -249,20 +254,20 @@ def per_class(result: Explanation) -> Iterator[Explanation]:
         yield Explanation(result.maps[:, j], result.classes[:, j], result.probabilities)
 
 
-def overlays(
+def write_overlays(
     explainer: Explainer,
     image: Image.Image,
     result: Explanation,
     geometry: Geometry,
     base: Path,
     args: argparse.Namespace,
-) -> Iterator[tuple[Path, Image.Image]]:
-    """Each map's overlay and its file: ``base``, or ``stem.<class>.suffix`` for many classes."""
+) -> None:
+    """Write each map's overlay: to ``base``, or ``stem.<class>.suffix`` for many classes."""
     many = result.maps.dim() == 4
     for one in per_class(result):
         shown = ImageExplanation.of(image, one, geometry, explainer.categories)
         path = base.with_name(f"{base.stem}.{shown.index}{base.suffix}") if many else base
-        yield path, shown.overlay(args.alpha, args.colormap)
+        shown.overlay(args.alpha, args.colormap).save(path)
 
 
 def summary(
