@@ -150,7 +150,7 @@ def main() -> None:
     parser.add_argument("--graph-batches", default="1,32", help="batches of part (b)")
     parser.add_argument("--compile", action="store_true", help="also torch.compile the graph")
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds (median)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     explainer = Explainer.from_pretrained("mobilenet_v2")
