@@ -27,8 +27,15 @@ LAYERS: list[tuple[str, list[str], bool]] = [
     ("L3 hub", ["ttame.hub"], False),
     ("L4 explainer", ["ttame.explainer"], False),
     (
-        "L5 methods | metrics | data | video",
-        ["ttame.methods", "ttame.metrics", "ttame.data", "ttame.video"],
+        "L5 methods | metrics | data | video | batch | export",
+        [
+            "ttame.methods",
+            "ttame.metrics",
+            "ttame.data",
+            "ttame.video",
+            "ttame.batch",
+            "ttame.export",
+        ],
         True,
     ),
     ("L6 evaluation | training", ["ttame.evaluation", "ttame.training"], True),

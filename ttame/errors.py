@@ -3,10 +3,10 @@
 Every failure a user can cause (a bad image, an unknown backbone, missing weights, a head that
 does not fit its backbone, a class out of range, an unreachable Hub repo, a request past its
 time budget, training data or a training run that cannot go on, an unknown method, an image
-source or a video that cannot be read) raises a subclass of :class:`TTameError` with a message
-that says what to do; the CLI prints it and exits 2, the app shows it and keeps serving. Each
-class also derives from the built-in exception it refines (``ValueError``, ``KeyError``...), so
-code that catches those keeps working.
+source, a video that cannot be read, a graph that cannot be exported) raises a subclass of
+:class:`TTameError` with a message that says what to do; the CLI prints it and exits 2, the
+app shows it and keeps serving. Each class also derives from the built-in exception it
+refines (``ValueError``, ``KeyError``...), so code that catches those keeps working.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ __all__ = [
     "BackboneError",
     "ClassIndexError",
     "DataError",
+    "ExportError",
     "HeadError",
     "ImageError",
     "SourceError",
@@ -78,6 +79,10 @@ class SourceError(TTameError, RuntimeError):
 
 class VideoError(TTameError, ValueError):
     """A video file that cannot be read or written, or one longer than the caller allows."""
+
+
+class ExportError(TTameError, RuntimeError):
+    """An explainer could not be written as a graph (a missing exporter package, a bad option)."""
 
 
 class UntrainedHeadWarning(UserWarning):

@@ -9,10 +9,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ttame.cli import compare, evaluate, explain, import_checkpoint, train
+from ttame.cli import compare, evaluate, explain, export, import_checkpoint, train
 from ttame.errors import TTameError
 
-SUBCOMMANDS = (explain, train, evaluate, compare, import_checkpoint)
+SUBCOMMANDS = (explain, export, train, evaluate, compare, import_checkpoint)
 """Modules whose ``register(subparsers)`` adds a subcommand, in the order shown by ``--help``."""
 
 
