@@ -49,7 +49,7 @@ def main() -> None:
     args = parser.parse_args()
     first, second = head_from(args.a), head_from(args.b)
     spec = get_spec(first.backbone)
-    body = build_backbone(spec, layers=tuple(first.layers))
+    body = build_backbone(spec, layers=tuple(first.layers), tokens=first.tokens)
     images = load_held_out(args.photos, args.groundtruth, spec.input_size, spec.resize_size).images
     a = maps_of(Explainer(body, first), images)
     b = maps_of(Explainer(body, second), images)

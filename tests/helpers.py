@@ -12,6 +12,7 @@ from torch import nn
 from ttame.explainer import Explainer, fresh_head
 from ttame.model import registry
 from ttame.model.backbones import BackboneSpec
+from ttame.model.head import DEFAULT_TOKENS, TokenMaps
 from ttame.model.taps import build_backbone
 from ttame.model.weights import WeightsSource
 
@@ -100,9 +101,11 @@ TINY = {"tiny_cnn": TINY_CNN, "tiny_vit": TINY_VIT}
 """The tiny backbones by the names the tests use."""
 
 
-def tiny_explainer(name: str = "tiny_cnn", seed: int = 0) -> Explainer:
+def tiny_explainer(
+    name: str = "tiny_cnn", seed: int = 0, tokens: TokenMaps = DEFAULT_TOKENS
+) -> Explainer:
     """An explainer on a tiny backbone with a randomly initialised (untrained) head."""
-    body = build_backbone(registry.get_spec(name), pretrained=False)
+    body = build_backbone(registry.get_spec(name), pretrained=False, tokens=tokens)
     torch.manual_seed(seed)
     head = fresh_head(body)
     for module in head.modules():  # non-trivial BatchNorm statistics

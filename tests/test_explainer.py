@@ -1,3 +1,4 @@
+import json
 import warnings
 
 import pytest
@@ -6,6 +7,7 @@ import torch
 from tests.helpers import tiny_explainer
 from ttame.errors import ClassIndexError, HeadError, ImageError, UntrainedHeadWarning
 from ttame.explainer import Explainer, fresh_head
+from ttame.hub.heads import save_head
 from ttame.hub.load import load_head
 from ttame.model.head import AttentionHead
 
@@ -130,6 +132,46 @@ def test_save_and_load_round_trip_is_bit_exact(tmp_path):
         assert torch.equal(a, b), name
     images = torch.rand(2, 3, 32, 32)
     assert torch.equal(explainer.explain(images).maps, loaded.explain(images).maps)
+
+
+def test_a_head_that_multiplies_by_the_class_token_keeps_it_through_its_file(tmp_path):
+    explainer = tiny_explainer("tiny_vit", tokens="patches_times_class")
+    assert explainer.head.tokens == "patches_times_class"
+    explainer.save_pretrained(tmp_path / "head")
+    config = json.loads((tmp_path / "head" / "config.json").read_text())
+    assert config["tokens"] == "patches_times_class"
+    loaded = Explainer.from_pretrained(tmp_path / "head", pretrained_backbone=False)
+    assert loaded.head.tokens == loaded.backbone.tokens == "patches_times_class"
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(explainer.explain(images).maps, loaded.explain(images).maps)
+    _, product = loaded.backbone.forward_features(images)
+    loaded.backbone.tokens = "patches"
+    _, patches = loaded.backbone.forward_features(images)
+    assert not torch.allclose(product[0], patches[0])  # the field changes what the head sees
+
+
+def test_a_head_file_without_tokens_loads_as_before(tmp_path):
+    explainer = tiny_explainer("tiny_vit")
+    explainer.save_pretrained(tmp_path / "head")
+    config = json.loads((tmp_path / "head" / "config.json").read_text())
+    assert set(config) == {"backbone", "layers", "in_channels", "num_classes", "max_size"}
+    loaded = Explainer.from_pretrained(tmp_path / "head", pretrained_backbone=False)
+    assert loaded.head.tokens == loaded.backbone.tokens == "patches"
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(explainer.explain(images).maps, loaded.explain(images).maps)
+
+
+def test_a_cnn_head_that_multiplies_by_the_class_token_is_refused(tmp_path):
+    layers = ["stage1", "stage2", "stage3"]
+    head = AttentionHead("tiny_cnn", layers, [4, 6, 8], 10, tokens="patches_times_class")
+    save_head(head, tmp_path / "head")
+    with pytest.raises(HeadError, match="not token layers with a class token"):
+        Explainer.from_pretrained(tmp_path / "head", pretrained_backbone=False)
+    model = tiny_explainer("tiny_cnn").backbone.model
+    with pytest.raises(HeadError, match="not token layers with a class token"):
+        Explainer.for_model(model, layers, name="tiny_cnn", head=head)
+    with pytest.raises(HeadError, match="Unknown tokens 'class_only'"):
+        AttentionHead("tiny_cnn", layers, [4, 6, 8], 10, tokens="class_only")  # type: ignore[arg-type]
 
 
 def test_a_head_for_another_backbone_is_refused(tmp_path):

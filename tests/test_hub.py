@@ -269,10 +269,18 @@ def test_lightning_hyper_parameter_dict_is_read_as_data(tmp_path, monkeypatch):
     assert head.backbone == "resnet50" and head.in_channels == [512, 1024, 2048]
     assert report.notes == []  # for CNNs their TTAME and TAME heads are the same computation
 
+    assert head.tokens == "patches"
+
     vit = reference_head("vit_b_16", VIT_PREFIX, seed=5)
-    torch.save(lightning_checkpoint(vit, {"attention_version": "TTAME"}), tmp_path / "vit.ckpt")
-    _, report = convert_checkpoint(tmp_path / "vit.ckpt")
-    assert any("attention_version 'TTAME'" in note for note in report.notes)
+    for version, tokens, noted in [
+        ("TTAME", "patches_times_class", False),  # their ViT adapter's product, computed here
+        ("TAME", "patches", False),
+        ("3D-TAME", "patches", True),
+    ]:
+        torch.save(lightning_checkpoint(vit, {"attention_version": version}), tmp_path / "v.ckpt")
+        head, report = convert_checkpoint(tmp_path / "v.ckpt")
+        assert head.tokens == tokens
+        assert any(f"attention_version '{version}'" in note for note in report.notes) == noted
 
 
 def test_import_checkpoint_cli_writes_a_loadable_head_with_its_card(tmp_path, capsys):

@@ -107,7 +107,7 @@ def graph_nodes(backbone: str) -> list[str]:
 
 
 def authors_checkpoint(
-    backbone: str, output: str, seed: int = 0, classes: int = 1000
+    backbone: str, output: str, seed: int = 0, classes: int = 1000, version: str = "TAME"
 ) -> tuple[bytes, dict, dict]:
     """A checkpoint laid out like the authors': (its bytes, the body's state, the head's)."""
     spec = get_spec(backbone)
@@ -120,7 +120,7 @@ def authors_checkpoint(
     hyper_parameters = {
         "model_name": backbone,
         "layers": graph_nodes(backbone),
-        "attention_version": "TAME",
+        "attention_version": version,
         "train_method": "new",
     }
     buffer = io.BytesIO()
@@ -219,8 +219,13 @@ def test_explain_with_only_the_backbone_name(hub, resnet50_files, tmp_path, monk
 # --- The VGG and ViT layouts (tiny stand-ins) ----------------------------------------------
 
 
-def reference_forward(backbone: str, body: dict, head: dict, x: torch.Tensor):
-    """The reference pipeline: the feature-extractor graph, their ViT adapter, their head."""
+def reference_forward(backbone: str, body: dict, head: dict, x: torch.Tensor, version: str):
+    """The reference pipeline: the feature-extractor graph, their ViT adapter, their head.
+
+    Their adapter (``PreprocessSeq`` in src/tame/attention/factory.py) drops the class token for
+    version ``TAME``; for ``TTAME`` it keeps each tap's class token, lays the patches on the
+    grid, then multiplies them by it. CNN maps pass through no adapter.
+    """
     spec = get_spec(backbone)
     model = spec.build()
     graph = create_feature_extractor(
@@ -235,30 +240,39 @@ def reference_forward(backbone: str, body: dict, head: dict, x: torch.Tensor):
         features = graph(normalise)
     logits = features.pop(TINY_OUTPUT[backbone])
     maps = list(features.values())
-    if spec.kind == "vit":  # their PreprocessSeq for version TAME: drop the class token
+    if spec.kind == "vit":
         side = int((maps[0].shape[1] - 1) ** 0.5)
+        class_tokens = [m[:, 0, :] for m in maps]
         maps = [m[:, 1:, :].reshape(m.shape[0], side, side, m.shape[2]) for m in maps]
         maps = [m.transpose(2, 3).transpose(1, 2) for m in maps]
+        if version == "TTAME":
+            maps = [m * c[:, :, None, None] for m, c in zip(maps, class_tokens, strict=True)]
     prefix = VIT_PREFIX if spec.kind == "vit" else CNN_PREFIX
     return logits, reference_maps(head, prefix, maps)
 
 
 @pytest.mark.integration
+@pytest.mark.parametrize("version", ["TAME", "TTAME"])
 @pytest.mark.parametrize("backbone", ["tiny_vgg", "tiny_tvvit"])
-def test_converted_heads_give_the_reference_maps(hub, backbone):
-    data, body, head = authors_checkpoint(backbone, TINY_OUTPUT[backbone], classes=CLASSES)
+def test_converted_heads_give_the_reference_maps(hub, backbone, version):
+    output = TINY_OUTPUT[backbone]
+    data, body, head = authors_checkpoint(backbone, output, classes=CLASSES, version=version)
     publish(hub, backbone, data)
 
     explainer = Explainer.from_pretrained(backbone=backbone)
 
     assert explainer.head.layers == list(get_spec(backbone).taps)  # the graph's nodes' modules
+    product = backbone == "tiny_tvvit" and version == "TTAME"
+    assert explainer.head.tokens == ("patches_times_class" if product else "patches")
     assert explainer.provenance is not None
     assert explainer.provenance.source == authors_source(backbone)
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     logits, maps = class_maps(explainer, x)
-    want_logits, want_maps = reference_forward(backbone, body, head, x)
+    want_logits, want_maps = reference_forward(backbone, body, head, x, version)
     torch.testing.assert_close(logits, want_logits)
     torch.testing.assert_close(maps, want_maps)
+    other = reference_forward(backbone, body, head, x, "TTAME" if version == "TAME" else "TAME")
+    assert torch.allclose(maps, other[1]) == (backbone == "tiny_vgg")  # the ViT's adapters differ
 
 
 @pytest.mark.integration

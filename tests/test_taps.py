@@ -30,6 +30,17 @@ def test_adapter_drops_prefix_tokens_and_lays_out_row_major():
     assert (grid >= 0).all()
 
 
+def test_adapter_can_multiply_the_patches_by_the_class_token():
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randn(2, 3 + 12, 5, generator=generator)  # class, two registers, 3x4 patches
+    grid = tokens_to_grid(tokens, 3, (30, 40), "patches_times_class")
+    plain = tokens_to_grid(tokens, 3, (30, 40))
+    assert torch.equal(grid, plain * tokens[:, 0, :, None, None])
+    assert torch.equal(grid[1, :, 2, 3], tokens[1, 3 + 2 * 4 + 3] * tokens[1, 0])
+    with pytest.raises(BackboneError, match="needs a class token"):
+        tokens_to_grid(tokens, 0, (30, 40), "patches_times_class")
+
+
 def test_vit_taps_become_maps_on_non_square_inputs():
     body = build_backbone(get_spec("tiny_vit"), pretrained=False)
     logits, maps = body.forward_features(torch.rand(2, 3, 32, 48))

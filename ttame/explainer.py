@@ -34,9 +34,9 @@ from ttame.hub.heads import push_head, save_head
 from ttame.hub.load import OpenedHead, Provenance, default_head, open_head
 from ttame.images import Geometry, ImageSource, load_image, preprocess
 from ttame.model.backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
-from ttame.model.head import AttentionHead
+from ttame.model.head import DEFAULT_TOKENS, AttentionHead
 from ttame.model.registry import DEFAULT_BACKBONE, REGISTRY, get_spec
-from ttame.model.taps import Backbone, build_backbone, probe, probe_spec
+from ttame.model.taps import Backbone, TapShapes, build_backbone, probe, probe_spec
 from ttame.model.timm import TIMM_PREFIX
 
 __all__ = ["Explainer", "UntrainedHeadWarning", "check_fit", "fresh_head", "load_explainer"]
@@ -58,6 +58,11 @@ class Explainer(nn.Module):
         provenance: Provenance | None = None,
     ):
         super().__init__()
+        if backbone.tokens != head.tokens:
+            raise HeadError(
+                f"The head lays tokens as '{head.tokens}' but the backbone as "
+                f"'{backbone.tokens}': build the backbone with the head's tokens."
+            )
         self.backbone = backbone
         self.head = head
         self.trained = trained
@@ -131,7 +136,8 @@ class Explainer(nn.Module):
             check_fit(loaded, spec)
         if weights is None and opened is not None:
             weights = opened.backbone_weights
-        body = build_backbone(spec, weights, pretrained_backbone, layers)
+        tokens = loaded.tokens if loaded is not None else DEFAULT_TOKENS
+        body = build_backbone(spec, weights, pretrained_backbone, layers, tokens)
         if opened is None:
             return cls(body, fresh_head(body), trained=False).to(device).eval()
         return cls(body, opened.head, provenance=opened.provenance).to(device).eval()
@@ -193,7 +199,8 @@ class Explainer(nn.Module):
                 f"classes; the model gives {shapes.channels} and {shapes.num_classes}: the head "
                 "does not fit this backbone."
             )
-        body = Backbone(frozen, spec, tuple(loaded.layers))
+        check_tokens(loaded, shapes, spec)
+        body = Backbone(frozen, spec, tuple(loaded.layers), loaded.tokens)
         return cls(body, loaded.eval(), provenance=provenance).eval()
 
     def class_index(self, name_or_index: str | int) -> int:
@@ -339,10 +346,30 @@ def check_fit(head: AttentionHead, spec: BackboneSpec) -> None:
             f"{shapes.channels} and {shapes.num_classes} classes: the head does not fit this "
             "backbone."
         )
+    check_tokens(head, shapes, spec)
+
+
+def check_tokens(head: AttentionHead, shapes: TapShapes, spec: BackboneSpec) -> None:
+    """Refuse a head that multiplies patch tokens by the class token on taps without them.
+
+    Only a transformer's token taps with a class token can give those maps; a CNN's maps have
+    no class token, so such a head would explain with maps it was never trained on.
+    """
+    if head.tokens == DEFAULT_TOKENS:
+        return
+    if not all(shapes.tokens) or spec.num_prefix_tokens < 1:
+        raise HeadError(
+            f"The head multiplies patch tokens by the class token (tokens '{head.tokens}'), "
+            f"but the taps {head.layers} of backbone '{spec.name}' are not token layers with "
+            "a class token: the head does not fit this backbone."
+        )
 
 
 def fresh_head(backbone: Backbone, num_classes: int | None = None) -> AttentionHead:
-    """An untrained head sized for ``backbone``'s taps (one dry pass reads the channels)."""
+    """An untrained head sized for ``backbone``'s taps (one dry pass reads the channels).
+
+    It takes the backbone's ``tokens``, so it is trained on the maps the backbone gives.
+    """
     shapes = probe(backbone)
     param = next(backbone.parameters(), None)
     return AttentionHead(
@@ -350,6 +377,7 @@ def fresh_head(backbone: Backbone, num_classes: int | None = None) -> AttentionH
         layers=list(backbone.layers),
         in_channels=shapes.channels,
         num_classes=num_classes or shapes.num_classes,
+        tokens=backbone.tokens,
     ).to(param.device if param is not None else torch.device("cpu"))
 
 

@@ -100,7 +100,7 @@ def randomized(backbone: Backbone, modules: tuple[str, ...], seed: int = 0) -> B
                     nn.init.normal_(param, std=0.02)
     model.eval().requires_grad_(False)
     device = next(backbone.parameters()).device
-    return Backbone(model, backbone.spec, backbone.layers).to(device)
+    return Backbone(model, backbone.spec, backbone.layers, backbone.tokens).to(device)
 
 
 def spearman(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ from ttame.hub.card import AUTHORS_LICENCE, AUTHORS_LICENSE_NAME, PAPER_BACKBONE
 from ttame.hub.client import HEAD_FILES, HF_SCHEME, HubRef, hub_file, reason, ttame_cache
 from ttame.hub.heads import save_head
 from ttame.model.backbones import BackboneSpec
-from ttame.model.head import AttentionHead
+from ttame.model.head import DEFAULT_TOKENS, AttentionHead, TokenMaps
 from ttame.model.registry import get_spec
 from ttame.model.taps import probe_spec
 from ttame.model.weights import StateDict, fit_state_dict, load_torch_file, unwrap_state_dict
@@ -39,6 +39,9 @@ CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth")
 """Suffixes of the reference implementation's checkpoint files."""
 CHECKPOINT_FILE = "checkpoint.json"
 """Beside a head converted from a Hub checkpoint: its source and where the backbone is in it."""
+CONVERSION = 2
+"""Part of a converted head's cache key; raised whenever a conversion's result changes (2: a
+ViT head of attention version ``TTAME`` multiplies its patch tokens by the class token)."""
 
 _HEAD_KEY = re.compile(
     r"^(?:convs\.(?P<conv>\d+)\.(?P<conv_p>weight|bias)"
@@ -190,6 +193,22 @@ def node_modules(spec: BackboneSpec, nodes: list[str]) -> list[str]:
     return [str(found[name].target) for name in nodes]
 
 
+def version_tokens(version: object, spec: BackboneSpec) -> TokenMaps | None:
+    """How a head of the reference ``attention_version`` lays tokens; None: not computable here.
+
+    Their two versions share one head (``AttentionTTAME`` and ``AttentionTAME`` are the same
+    module, src/tame/attention/tame.py); they differ in the ViT adapter only, which for
+    ``TTAME`` multiplies the patch tokens by the class token (src/tame/attention/factory.py).
+    CNN maps pass through no adapter. Without the hyper-parameter the version is their default,
+    ``TAME``.
+    """
+    if version is None or version == "TAME":
+        return DEFAULT_TOKENS
+    if version == "TTAME":
+        return "patches_times_class" if spec.kind == "vit" else DEFAULT_TOKENS
+    return None
+
+
 def convert_checkpoint(
     path: str | Path, backbone: str | None = None, prefix: str | None = None
 ) -> tuple[AttentionHead, ImportReport]:
@@ -230,16 +249,22 @@ def convert_checkpoint(
                 f"Its layers {list(hinted)} do not fit '{spec.name}' ({exc}); used {layers}."
             )
     version = hints.get("attention_version")
-    same = {"TAME"} if spec.kind == "vit" else {"TAME", "TTAME"}  # their CNN heads: one class
-    if isinstance(version, str) and version not in same:
+    tokens = version_tokens(version, spec)
+    if tokens is None:
         notes.append(
             f"It was trained as attention_version '{version}'; ttame computes the paper's head "
-            "(the 'TAME' attention module, class token dropped): compare a few maps with the "
-            "reference implementation's before relying on them."
+            "(the 'TAME' and 'TTAME' attention modules): compare a few maps with the reference "
+            "implementation's before relying on them."
         )
     shapes = probe_spec(spec, layers)
     expected, num_classes = shapes.channels, shapes.num_classes
-    head = AttentionHead(spec.name, layers, expected, int(converted["fuser.weight"].shape[0]))
+    head = AttentionHead(
+        spec.name,
+        layers,
+        expected,
+        int(converted["fuser.weight"].shape[0]),
+        tokens=tokens or DEFAULT_TOKENS,
+    )
     target = head.state_dict()
     problems = [
         f"{key}: {tuple(value.shape)} in the file, {tuple(target[key].shape)} for '{spec.name}'"
@@ -326,10 +351,10 @@ def checkpoint_head(
     """The head converted from a reference checkpoint in a Hub repo, both cached.
 
     The checkpoint comes through the Hugging Face cache (fetched once); the converted head is
-    kept under :func:`ttame_cache`, keyed by the repo, the cached file and the backbone, so the
-    conversion also runs only once. Both are fetched or converted under one lock, so that two
-    first requests at once download once, and both count towards the cache's size limit
-    (:mod:`ttame.hub.cache`).
+    kept under :func:`ttame_cache`, keyed by the repo, the cached file, the backbone and
+    :data:`CONVERSION`, so the conversion runs once (and again when ttame converts
+    differently). Both are fetched or converted under one lock, so that two first requests at
+    once download once, and both count towards the cache's size limit (:mod:`ttame.hub.cache`).
     """
     if ref.filename is None:
         raise HeadError(f"'{ref.repo_id}' names no checkpoint file.")
@@ -337,7 +362,8 @@ def checkpoint_head(
         path = hub_file(ref.repo_id, ref.filename, cache_dir, ref.revision)
         real = path.resolve()
         stat = real.stat()
-        key = hashlib.sha256(f"{real}:{stat.st_size}:{stat.st_mtime_ns}:{backbone}".encode())
+        identity = f"{real}:{stat.st_size}:{stat.st_mtime_ns}:{backbone}:{CONVERSION}"
+        key = hashlib.sha256(identity.encode())
         name = f"{ref.repo_id.replace('/', '--')}--{key.hexdigest()[:16]}"
         folder = ttame_cache() / "heads" / name
         if not all((folder / n).is_file() for n in (*HEAD_FILES, CHECKPOINT_FILE)):

@@ -9,13 +9,20 @@ per pixel of each tapped map and resizes one map per tap, not ``sum C`` channels
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ttame.errors import HeadError
+
+TokenMaps = Literal["patches", "patches_times_class"]
+"""How a head's token taps become maps: the patch tokens alone (the class token dropped), or
+each patch token multiplied by the class token of the same layer (the reference ViT adapter of
+attention version ``TTAME``). A property of the trained head, so it is part of its config."""
+TOKEN_MAPS: tuple[TokenMaps, ...] = ("patches", "patches_times_class")
+DEFAULT_TOKENS: TokenMaps = "patches"
 
 
 class FeatureBranch(nn.Module):
@@ -34,8 +41,9 @@ class FeatureBranch(nn.Module):
 class AttentionHead(nn.Module):
     """Feature branches + fusion; saved as ``config.json`` + ``model.safetensors``.
 
-    :attr:`config` records the backbone and tapped layers it was trained on, so a head file
-    alone rebuilds the whole explainer (:mod:`ttame.hub.heads` reads and writes head folders).
+    :attr:`config` records the backbone and tapped layers it was trained on (and, for a
+    transformer, how its tokens became maps: :data:`TokenMaps`), so a head file alone rebuilds
+    the whole explainer (:mod:`ttame.hub.heads` reads and writes head folders).
     """
 
     def __init__(
@@ -45,15 +53,19 @@ class AttentionHead(nn.Module):
         in_channels: list[int],
         num_classes: int = 1000,
         max_size: int = 56,
+        tokens: TokenMaps = DEFAULT_TOKENS,
     ):
         super().__init__()
         if len(layers) != len(in_channels) or not layers:
             raise HeadError("A head needs one input channel count per tapped layer.")
+        if tokens not in TOKEN_MAPS:
+            raise HeadError(f"Unknown tokens '{tokens}': a head takes one of {list(TOKEN_MAPS)}.")
         self.backbone = backbone
         self.layers = list(layers)
         self.in_channels = list(in_channels)
         self.num_classes = num_classes
         self.max_size = max_size
+        self.tokens: TokenMaps = tokens
         self.branches = nn.ModuleList(FeatureBranch(c) for c in in_channels)
         self.fuser = nn.Conv2d(sum(in_channels), num_classes, kernel_size=1, bias=True)
 
@@ -66,14 +78,21 @@ class AttentionHead(nn.Module):
 
     @property
     def config(self) -> dict[str, Any]:
-        """The constructor's arguments: ``AttentionHead(**head.config)`` rebuilds the head."""
-        return {
+        """The constructor's arguments: ``AttentionHead(**head.config)`` rebuilds the head.
+
+        ``tokens`` is left out while it is the default, so a head that needs no class token
+        writes the same ``config.json`` as before the field existed (and older readers load it).
+        """
+        config: dict[str, Any] = {
             "backbone": self.backbone,
             "layers": list(self.layers),
             "in_channels": list(self.in_channels),
             "num_classes": self.num_classes,
             "max_size": self.max_size,
         }
+        if self.tokens != DEFAULT_TOKENS:
+            config["tokens"] = self.tokens
+        return config
 
     def fused_size(self, maps: list[torch.Tensor]) -> tuple[int, int]:
         """Spatial size of the largest tapped map, each side capped at ``max_size``."""

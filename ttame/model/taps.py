@@ -2,7 +2,8 @@
 
 Forward hooks record the named modules' outputs (they work on any torchvision/timm/plain
 PyTorch model and under ``torch.compile``). Token models' outputs go through the feature-map
-adapter, so the head always sees ``B x C x h x w`` maps. :func:`probe_spec` is the one shape
+adapter (:func:`tokens_to_grid`, as the head's ``tokens`` says), so the head always sees
+``B x C x h x w`` maps. :func:`probe_spec` is the one shape
 probe: a dry pass on PyTorch's ``meta`` device says what the taps give without any weights;
 :func:`probe` does the same dry pass on a built backbone.
 """
@@ -21,6 +22,7 @@ from torch import nn
 
 from ttame.errors import BackboneError, TTameError
 from ttame.model.backbones import BackboneSpec, build_classifier
+from ttame.model.head import DEFAULT_TOKENS, TokenMaps
 
 
 def infer_grid(num_tokens: int, image_hw: tuple[int, int]) -> tuple[int, int]:
@@ -43,12 +45,18 @@ def infer_grid(num_tokens: int, image_hw: tuple[int, int]) -> tuple[int, int]:
 
 
 def tokens_to_grid(
-    tokens: torch.Tensor, num_prefix_tokens: int, image_hw: tuple[int, int]
+    tokens: torch.Tensor,
+    num_prefix_tokens: int,
+    image_hw: tuple[int, int],
+    mode: TokenMaps = DEFAULT_TOKENS,
 ) -> torch.Tensor:
     """Feature-map adapter: ``B x (P + N) x D`` tokens to a ``B x D x h x w`` map.
 
     Drops the ``P`` class/register/distillation tokens, then lays the ``N`` patch tokens on the
-    grid whose shape matches the image's aspect ratio.
+    grid whose shape matches the image's aspect ratio. ``mode="patches_times_class"`` first
+    multiplies every patch token, channel by channel, by the class token (the first token) of
+    the same sequence, as the reference ViT adapter of attention version ``TTAME`` does
+    (``PreprocessSeq.new_forward`` in src/tame/attention/factory.py of IDT-ITI/T-TAME).
     """
     patches = tokens[:, num_prefix_tokens:]
     if patches.shape[1] < 1:
@@ -56,6 +64,13 @@ def tokens_to_grid(
             f"A tapped token sequence of length {tokens.shape[1]} has no patch tokens after "
             f"dropping {num_prefix_tokens} prefix tokens."
         )
+    if mode == "patches_times_class":
+        if num_prefix_tokens < 1:
+            raise BackboneError(
+                "Multiplying the patch tokens by the class token needs a class token; this "
+                "backbone has no prefix tokens."
+            )
+        patches = patches * tokens[:, :1]
     h, w = infer_grid(patches.shape[1], image_hw)
     return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
 
@@ -64,17 +79,25 @@ class Backbone(nn.Module):
     """A frozen classifier that takes raw RGB in [0, 1] and can also return its tapped maps.
 
     Taking raw images everywhere lets metrics and training mask pixels in the raw space and
-    leaves normalisation to one place.
+    leaves normalisation to one place. ``tokens`` is how token taps become maps: the head's own
+    ``tokens``, so that a head sees the maps it was trained on.
     """
 
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, model: nn.Module, spec: BackboneSpec, layers: tuple[str, ...] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        spec: BackboneSpec,
+        layers: tuple[str, ...] | None = None,
+        tokens: TokenMaps = DEFAULT_TOKENS,
+    ):
         super().__init__()
         self.model = model
         self.spec = spec
         self.layers = tuple(layers or spec.taps)
+        self.tokens: TokenMaps = tokens
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, 3, 1, 1), persistent=False)
         modules = dict(model.named_modules())
@@ -123,7 +146,7 @@ class Backbone(nn.Module):
                 raise BackboneError(f"Layer '{name}' was not run by the backbone's forward pass.")
             out = captured[name]
             if out.dim() == 3:
-                out = tokens_to_grid(out, self.spec.num_prefix_tokens, hw)
+                out = tokens_to_grid(out, self.spec.num_prefix_tokens, hw, self.tokens)
             maps.append(out)
         return logits, maps
 
@@ -133,9 +156,10 @@ def build_backbone(
     weights: str | Path | None = None,
     pretrained: bool = True,
     layers: tuple[str, ...] | None = None,
+    tokens: TokenMaps = DEFAULT_TOKENS,
 ) -> Backbone:
     """The spec's frozen classifier wrapped with normalisation and taps."""
-    return Backbone(build_classifier(spec, weights, pretrained), spec, layers)
+    return Backbone(build_classifier(spec, weights, pretrained), spec, layers, tokens)
 
 
 @dataclass(frozen=True)
