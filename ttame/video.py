@@ -34,6 +34,17 @@ from ttame.images import COLOUR_LEVELS, colour_table, crop_geometry, seen_box
 
 Box = tuple[int, int, int, int]
 """(x0, y0, x1, y1) of the region the backbone sees, in whole frame pixels, ends exclusive."""
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ogv", ".wmv", ".flv"}
+)
+"""File suffixes ``ttame explain`` treats as clips (PyAV reads many more; these are named)."""
+
+
+def is_video(path: str | Path) -> bool:
+    """Whether a path names a clip by its suffix (the CLI then explains it frame by frame)."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
 CODECS = ("libx264", "mpeg4")
 """Encoders for the overlay clip, the first one PyAV's FFmpeg has being used."""
 

@@ -1,10 +1,12 @@
-"""``ttame explain IMAGE...``: maps of one photo, a folder, a glob or many files.
+"""``ttame explain IMAGE...``: maps of one photo, a folder, a glob, many files or a clip.
 
 One photo prints one line (or ``--json``) and ``--out FILE`` draws its overlay. A folder
 (searched recursively), a glob or several files are explained in batches (one backbone pass
 per batch, decoding in threads alongside), with a progress bar on stderr; ``--out DIR`` then
 mirrors the inputs' relative paths and ``--jsonl FILE`` gets one JSON line per file. A file
 that cannot be read gets a line with ``error`` and the run goes on; the exit status is then 1.
+A clip (``CLIP.mp4``, any suffix of :data:`ttame.video.VIDEO_SUFFIXES`) is explained frame by
+frame: ``--out OVERLAY.mp4`` gets the overlay of every frame, ``--jsonl`` each frame's top-1.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from PIL import Image
 from tqdm import tqdm
 
 from ttame.batch import explain_files
-from ttame.errors import ClassIndexError, ImageError, UntrainedHeadWarning
+from ttame.errors import ClassIndexError, ImageError, UntrainedHeadWarning, VideoError
 from ttame.explainer import Explainer
 from ttame.explanation import Explanation, ImageExplanation
 from ttame.images import Geometry, find_images, load_image, peak_xy
+from ttame.video import explain_video, is_video
 
 GLOB_CHARACTERS = re.compile(r"[*?\[]")
 TOP_K = re.compile(r"^top(\d+)$", re.IGNORECASE)
@@ -87,7 +90,11 @@ def run_explain(args: argparse.Namespace) -> int:
     """One photo as before; anything more in batches."""
     if args.batch < 1:
         raise ImageError(f"--batch must be at least 1; got {args.batch}.")
-    single = len(args.images) == 1 and args.jsonl is None and not _expands(args.images[0])
+    clip = len(args.images) == 1 and is_video(args.images[0])
+    if clip:
+        check_clip_options(args)
+    single = not clip and len(args.images) == 1 and args.jsonl is None
+    single = single and not _expands(args.images[0])
     image = load_image(args.images[0]) if single else None
     roots, paths = ([], []) if single else find_inputs(args.images)
     explainer = Explainer.from_pretrained(
@@ -104,6 +111,8 @@ def run_explain(args: argparse.Namespace) -> int:
         print(f"Head {provenance.source}: {provenance.terms}", file=sys.stderr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UntrainedHeadWarning)
+        if clip:
+            return explain_clip(args, explainer)
         if image is not None:
             return explain_one(args, explainer, image, classes, top)
         return explain_many(args, explainer, roots, paths, classes, top)
@@ -176,6 +185,37 @@ def parse_classes(
     if not names:
         raise ClassIndexError("--classes takes topK or a comma list of class names or indices.")
     return [explainer.class_index(name) for name in names], None
+
+
+def check_clip_options(args: argparse.Namespace) -> None:
+    """Refuse, before any work, options a clip cannot take."""
+    if not Path(args.images[0]).is_file():
+        raise VideoError(f"No such video file: {args.images[0]}")
+    if args.target is not None or args.classes is not None:
+        raise VideoError("A clip's frames are explained for their top-1; drop --class/--classes.")
+    if args.out and not is_video(args.out):
+        raise VideoError(f"--out for a clip is a video file (e.g. OVERLAY.mp4); got '{args.out}'.")
+
+
+def explain_clip(args: argparse.Namespace, explainer: Explainer) -> int:
+    """Explain every frame of a clip; the overlay clip to ``--out``, each top-1 to ``--jsonl``."""
+    source = Path(args.images[0])
+    start = time.perf_counter()
+    frames = explain_video(
+        explainer, source, args.out, args.batch, alpha=args.alpha, colormap=args.colormap
+    )
+    seconds = time.perf_counter() - start
+    records = [{"file": str(source), **frame.as_json()} for frame in frames]
+    if args.jsonl:
+        Path(args.jsonl).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.jsonl).write_text("".join(json.dumps(r) + "\n" for r in records))
+    if args.json:
+        print("\n".join(json.dumps(r) for r in records))
+    names = [frame.class_name for frame in frames]
+    common = max(set(names), key=names.count) if names else "none"
+    line = f"{source}: {len(frames)} frames in {seconds:.1f} s; most often {common}"
+    print(line + (f"; overlay -> {args.out}" if args.out else ""), file=sys.stderr)
+    return 0
 
 
 def explain_one(
