@@ -37,6 +37,7 @@ from ttame.cli import main
 from ttame.errors import HeadError
 from ttame.explainer import Explainer
 from ttame.hub import cache, known
+from ttame.hub.convert import convert_checkpoint
 from ttame.hub.known import AUTHORS_REPO, KNOWN_HEADS, KnownHead
 from ttame.model import registry
 from ttame.model.backbones import BackboneSpec, build_classifier
@@ -317,6 +318,26 @@ def test_truncated_and_renamed_checkpoints_are_clear_errors(hub):
     publish(hub, "tiny_tvvit", renamed.getvalue())  # published under another name, fresh
     with pytest.raises(HeadError, match="No T-TAME attention head"):
         Explainer.from_pretrained(backbone="tiny_tvvit")
+
+
+@pytest.mark.integration
+def test_a_backbone_in_the_file_that_does_not_fit_is_said_not_used(hub, tmp_path):
+    """(``hub`` registers the tiny stand-in backbones.)"""
+    data, _, _ = authors_checkpoint("tiny_vgg", "classifier.1", classes=CLASSES)
+    checkpoint = torch.load(io.BytesIO(data), weights_only=True)
+    state = checkpoint["state_dict"]
+    for key in [k for k in state if k.startswith("generic.body.features.0.")]:
+        state[key.replace("features.0.", "features.first.")] = state.pop(key)
+    path = tmp_path / "renamed_body.ckpt"
+    torch.save(checkpoint, path)
+    _, report = convert_checkpoint(path, backbone="tiny_vgg")
+    assert report.backbone_prefix is None
+    assert any("generic.body" in note and "not used" in note for note in report.notes)
+    torch.save(torch.load(io.BytesIO(data), weights_only=True), path)
+    _, whole = convert_checkpoint(path, backbone="tiny_vgg")
+    assert whole.backbone_prefix == "generic.body." and not any(
+        "not used" in n for n in whole.notes
+    )
 
 
 # --- The cache's size limit ----------------------------------------------------------------

@@ -289,6 +289,13 @@ def convert_checkpoint(
     head.load_state_dict({**target, **converted})
     ignored = Counter(_group(k, prefix) for k in state if not k.startswith(prefix))
     body = backbone_prefix({k: v for k, v in state.items() if not k.startswith(prefix)}, spec)
+    if body is None and ignored:
+        group, count = ignored.most_common(1)[0]
+        notes.append(
+            f"Its {count} tensors under '{group}' are not every weight of '{spec.name}' (renamed "
+            "or missing keys?), so they are not used: the backbone's weights come from --weights "
+            "or the library's download."
+        )
     entries = [str(k) for k in raw if k != "state_dict"] if isinstance(raw, Mapping) else []
     report = ImportReport(
         source=str(path),
