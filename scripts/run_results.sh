@@ -26,7 +26,10 @@ TRUTH=data/groundtruth/test
 AGAINST=${AGAINST:-gradcam}  # the fast runs also report every method minus this one, paired
 PARALLEL=${PARALLEL:-0}  # 1: one backbone per core, at once
 mkdir -p "$OUT"
-: > "$OUT/commands.txt"
+touch "$OUT/commands.txt"
+for backbone in $BACKBONES; do  # a backbone run again replaces its own commands only
+  sed -i "/--backbone $backbone /d" "$OUT/commands.txt"
+done
 
 run() {  # record the command, then run it
   echo "ttame $*" >> "$OUT/commands.txt"
