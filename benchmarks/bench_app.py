@@ -16,7 +16,6 @@ import argparse
 import os
 import platform
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from tests.loadgen import free_port
 from ttame.explainer import Explainer
 from ttame.images import load_image, preprocess
 from ttame.model.registry import DEFAULT_BACKBONE
@@ -78,9 +78,7 @@ def main() -> None:
     explainer = Explainer.from_pretrained(backbone=DEFAULT_BACKBONE)
     spec = explainer.spec
     x, _ = preprocess(load_image(args.photo), spec.input_size, spec.resize_size)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     process = start_app(port, args.threads)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)

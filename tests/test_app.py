@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -28,8 +27,8 @@ from PIL import Image
 
 import app as app_script
 from tests.badcorpus import CASES, MISUSES, Case, Misuse, bad_head
-from tests.helpers import TINY_CNN, TINY_VIT, tiny_explainer
-from tests.loadgen import corpus_inputs, run_load, schedule
+from tests.helpers import tiny_explainer
+from tests.loadgen import corpus_inputs, free_port, run_load, schedule
 from ttame.app import layout, state
 from ttame.app.callbacks import TTameApp
 from ttame.app.figures import DISPLAY_SIDE, display_copy
@@ -69,30 +68,6 @@ class Centre:
         y, x = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
         blob = (1 - (x**2 + y**2).sqrt() / 1.5).clamp(0, 1)
         return Explanation(blob.expand(len(images), h, w), chosen, probabilities)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def tiny_registry():
-    """The tiny backbones, registered for the whole module (the server outlives one test)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(registry.REGISTRY, "tiny_cnn", lambda: TINY_CNN)
-        patch.setitem(registry.REGISTRY, "tiny_vit", lambda: TINY_VIT)
-        yield
-
-
-@pytest.fixture(scope="module")
-def heads(tiny_registry, tmp_path_factory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("heads")
-    return {
-        name: str(tiny_explainer(name, seed).save_pretrained(root / name))
-        for seed, name in enumerate(("tiny_cnn", "tiny_vit"))
-    }
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ README's screenshot (taken once the curves are drawn).
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
+from tests.loadgen import free_port
 from ttame.app import build_app, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -46,9 +46,7 @@ def url():
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HUB_OFFLINE", "1")
         demo = build_app()
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         serve(demo, "127.0.0.1", port, block=False, quiet=True)
         yield f"http://127.0.0.1:{port}/"
         demo.close()

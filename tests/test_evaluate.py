@@ -1,7 +1,6 @@
 import hashlib
 import json
 import os
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 from tests.helpers import tiny_explainer
+from tests.loadgen import free_port
 from ttame.cli import main
 from ttame.distributed import setup_runtime
 from ttame.evaluation.inputs import Item, merge, shard, spread
@@ -92,9 +92,7 @@ def _gather_worker(rank: int, world: int, port: int, out: str) -> None:
 @pytest.mark.slow
 @pytest.mark.integration
 def test_two_ranks_gather_their_shards_on_rank_zero_over_gloo(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     out = tmp_path / "gathered.json"
     mp.spawn(_gather_worker, args=(2, port, str(out)), nprocs=2, join=True)
     result = json.loads(out.read_text())

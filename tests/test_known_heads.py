@@ -14,7 +14,6 @@ import io
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from tests.test_hub import (
     VIT_PREFIX,
     FakeHub,
     _HubHandler,
+    fake_hub,  # noqa: F401 - a fixture, used by hub
     go_offline,
     reference_head,
     reference_maps,
@@ -131,23 +131,14 @@ def authors_checkpoint(
 
 
 @pytest.fixture
-def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+def hub(fake_hub: FakeHub, monkeypatch: pytest.MonkeyPatch) -> FakeHub:  # noqa: F811
     """The loopback Hub with empty caches, the tiny stand-ins registered with known heads."""
-    server = FakeHub()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
-    monkeypatch.setenv("TTAME_CACHE", str(tmp_path / "ttame"))
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv(cache.LIMIT_ENV, raising=False)
     for name, spec in TINY.items():
         monkeypatch.setitem(registry.REGISTRY, name, lambda spec=spec: spec)
         entry = KnownHead(name, authors_source(name), "academic-non-commercial", 1, "terms")
         monkeypatch.setitem(KNOWN_HEADS, name, entry)
-    yield server
-    server.shutdown()
-    server.server_close()
+    return fake_hub
 
 
 def publish(hub: FakeHub, backbone: str, data: bytes) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 from pathlib import Path
 
 import gradio as gr
@@ -13,7 +12,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from tests.helpers import TINY_CNN, TINY_VIT, tiny_explainer
+from tests.loadgen import free_port
 from tests.test_video import decode, photo_frames, write_clip
 from ttame.app import live
 from ttame.app.callbacks import TTameApp
@@ -23,7 +22,6 @@ from ttame.app.state import AppConfig
 from ttame.app.top5 import TopFive
 from ttame.explainer import Explainer
 from ttame.images import load_image, map_to_original, overlay
-from ttame.model import registry
 from ttame.video import explain_frames
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,24 +34,6 @@ INTEGRATION = [
 
 
 @pytest.fixture(scope="module")
-def tiny_registry():
-    """The tiny backbones, registered for the whole module (the server outlives one test)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setitem(registry.REGISTRY, "tiny_cnn", lambda: TINY_CNN)
-        patch.setitem(registry.REGISTRY, "tiny_vit", lambda: TINY_VIT)
-        yield
-
-
-@pytest.fixture(scope="module")
-def heads(tiny_registry, tmp_path_factory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("heads")
-    return {
-        name: str(tiny_explainer(name, seed).save_pretrained(root / name))
-        for seed, name in enumerate(("tiny_cnn", "tiny_vit"))
-    }
-
-
-@pytest.fixture(scope="module")
 def view(heads) -> live.LiveView:
     config = AppConfig(backbones=["tiny_cnn", "tiny_vit"], heads=heads)
     return live.LiveView(TTameApp(config))
@@ -62,9 +42,7 @@ def view(heads) -> live.LiveView:
 @pytest.fixture(scope="module")
 def url(heads):
     demo = build_app(["tiny_cnn", "tiny_vit"], heads=heads, methods={})
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     serve(demo, "127.0.0.1", port, block=False, quiet=True)
     yield f"http://127.0.0.1:{port}/"
     demo.close()
