@@ -755,6 +755,40 @@ def test_frozen_class_rows_need_the_shared_row(tmp_path):
         train(tiny_config(tmp_path, freeze_class_rows=True))
 
 
+def test_init_from_starts_from_a_trained_head_folder_or_checkpoint(tmp_path, capsys):
+    write_images(tmp_path / "images", 12)
+    first = trainer.Trainer(
+        tiny_config(tmp_path, shared_fusion=True, optimizer="adamw", lr=0.01),
+        setup_runtime("cpu"),
+        None,
+    )
+    folder = first.run()
+    printed = capsys.readouterr().out
+    assert "epoch 0: before the first step; validation loss" in printed and "nan" not in printed
+    folded = first.trainable.folded().state_dict()
+    for source in (folder, first.config.checkpoint_path):  # the shared row folded in, both ways
+        config = tiny_config(tmp_path, out=str(tmp_path / "again"), init_from=str(source))
+        run = trainer.Trainer(config, setup_runtime("cpu"), None)
+        run.start()
+        assert all(torch.allclose(run.head.state_dict()[k], v) for k, v in folded.items())
+        assert run.progress.step == 0 and run.init == f"from {source}"
+
+
+def test_init_from_refuses_a_head_of_other_taps_or_a_missing_file(tmp_path):
+    write_images(tmp_path / "images", 12)
+    folder = train(tiny_config(tmp_path, epochs=1, layers="stage2,stage3"))
+    config = tiny_config(tmp_path, out=str(tmp_path / "again"), init_from=str(folder))
+    with pytest.raises(TrainingError, match="does not fit"):
+        trainer.Trainer(config, setup_runtime("cpu"), None).start()
+    missing = tiny_config(tmp_path, init_from=str(tmp_path / "nowhere.pt"))
+    with pytest.raises(TrainingError, match="neither a head folder nor a file"):
+        trainer.Trainer(missing, setup_runtime("cpu"), None).start()
+    with pytest.raises(TrainingError, match="exclude each other"):
+        trainer.Trainer(
+            tiny_config(tmp_path, init="cam", init_from=str(folder)), setup_runtime("cpu"), None
+        )
+
+
 @pytest.mark.slow
 def test_low_res_steps_come_first_then_full_size(tmp_path, monkeypatch):
     write_images(tmp_path / "images", 12)

@@ -121,6 +121,12 @@ class TrainConfig:
         type=str,
         choices=("cam", "random"),
     )
+    init_from: str | None = _option(
+        None,
+        "start the head from a trained one instead (a head folder or a run's checkpoint.pt, a "
+        "shared fusion row folded in) with a fresh optimiser and schedule: fine-tuning",
+        type=str,
+    )
     seed: int = _option(0, "seed of the head's initialisation, the data order and augmentation")
     device: str | None = _option(
         None, "cpu, cuda, cuda:1 ... (default: cuda if available)", type=str, runtime=True

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from ttame.distributed import Runtime, reduce_sum, setup_runtime, shutdown
 from ttame.errors import HeadError, TrainingError, TTameError
 from ttame.explainer import fresh_head
-from ttame.hub.heads import push_head, save_head
+from ttame.hub.heads import push_head, read_head, save_head
 from ttame.model.head import AttentionHead
 from ttame.model.registry import get_spec
 from ttame.model.taps import build_backbone
@@ -35,6 +35,7 @@ from ttame.training.checkpoint import (
     EPOCH_COLUMNS,
     STEP_COLUMNS,
     CsvLog,
+    head_from_checkpoint,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -102,7 +103,12 @@ class Trainer:
             self.head.fuser.requires_grad_(False)
         if config.low_res and spec.kind == "vit":
             raise TrainingError("--low-res needs a CNN: a ViT's patch grid is fixed.")
-        self.init = config.init or ("cam" if spec.cam_classifier else "random")
+        if config.init and config.init_from:
+            raise TrainingError("--init and --init-from exclude each other: give one.")
+        if config.init_from:
+            self.init = f"from {config.init_from}"
+        else:
+            self.init = config.init or ("cam" if spec.cam_classifier else "random")
 
         data = make_batches(config, spec, runtime)
         self.sources, self.plain, self.sampler = data.sources, data.plain, data.sampler
@@ -127,6 +133,8 @@ class Trainer:
             if not path.is_file():
                 raise TrainingError(f"--resume: there is no checkpoint at '{path}'.")
             self.restore(load_checkpoint(path))
+        elif self.config.init_from:
+            self.warm_start(Path(self.config.init_from))
         elif self.init == "cam":
             count = min(len(self.sources.train), max(self.config.batch, 8))
             picks = torch.linspace(0, len(self.sources.train) - 1, count).long().tolist()
@@ -137,6 +145,25 @@ class Trainer:
             self.model = DistributedDataParallel(
                 self.trainable, device_ids=[self.device.index] if on_gpu else None
             )
+
+    def warm_start(self, source: Path) -> None:
+        """Copy a trained head's weights into this run's head (``--init-from``).
+
+        A checkpoint's shared fusion row is folded into its class rows first, so this run's
+        own shared row (if any) starts at zero and learns a change on top of it.
+        """
+        if source.is_dir():
+            trained = read_head(source)
+        elif source.is_file():
+            trained = head_from_checkpoint(source)
+        else:
+            raise TrainingError(f"--init-from: '{source}' is neither a head folder nor a file.")
+        if trained.config != self.head.config:
+            raise TrainingError(
+                f"--init-from: the head in '{source}' does not fit this run's backbone and "
+                f"taps ({trained.config} against {self.head.config})."
+            )
+        self.head.load_state_dict(trained.state_dict())
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Load everything :meth:`checkpoint` saved."""
@@ -310,9 +337,10 @@ class Trainer:
             parts = ", ".join(f"{t} {v:.4f}" for t, v in zip(TERMS[1:], values[1:], strict=True))
             return f"{values[0]:.4f} ({parts})"
 
+        trained = f"train loss {terms(train)}" if progress.step else "before the first step"
         print(
-            f"epoch {progress.epoch}: train loss {terms(train)}; validation loss "
-            f"{terms(val)}; {progress.seconds:.0f} s",
+            f"epoch {progress.epoch}: {trained}; validation loss {terms(val)}; "
+            f"{progress.seconds:.0f} s",
             flush=True,
         )
 
