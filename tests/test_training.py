@@ -853,6 +853,20 @@ def test_kept_image_keeps_the_top_share_as_the_protocol_scores_it():
     assert (kept > 0).float().mean() == 0.25
 
 
+def test_kept_softness_lets_pixels_below_the_threshold_learn_without_changing_the_values():
+    maps = torch.arange(16.0).reshape(1, 4, 4)
+    grads = []
+    for softness in (0.0, 0.05):
+        logits = maps.clone().requires_grad_(True)
+        kept = step.kept_image(logits, torch.Size([4, 4]), [0.25], softness)
+        assert torch.allclose(kept, maps / 15 * (maps >= 12))  # the protocol's values, both ways
+        kept.sum().backward()
+        grads.append(logits.grad[0].flatten())
+    hard, soft = grads
+    assert hard[11] == 0 and soft[11] > 0  # the best pixel left out is now pushed to enter
+    assert soft[5] == pytest.approx(0, abs=1e-6)  # far below the threshold: still nothing
+
+
 def test_several_kept_shares_cycle_over_the_batch():
     maps = torch.rand(5, 6, 6)
     kept = step.kept_image(maps, torch.Size([6, 6]), [0.25, 0.5])

@@ -112,6 +112,12 @@ class TrainConfig:
         "cycled over each batch's images, so every step asks for all of them",
         type=str,
     )
+    kept_softness: float = _option(
+        0.0,
+        "also pass the --kept-weight term's gradient through its threshold, as if it were a "
+        "sigmoid of this width in map units (e.g. 0.05), so that training learns which pixels "
+        "are kept, not only their values; the loss's value is unchanged (0: values only)",
+    )
     border: float = _option(0.3, "weight of the border values inside the smoothness term")
     color_jitter: float = _option(0.0, "brightness/contrast/saturation jitter (0: off)")
     init: str | None = _option(

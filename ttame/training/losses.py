@@ -82,6 +82,7 @@ class TTameLoss(nn.Module):
         area_power: float = 0.3,
         border: float = 0.3,
         kept_weight: float = 0.0,
+        kept_softness: float = 0.0,
     ) -> None:
         super().__init__()
         self.ce_weight = ce_weight
@@ -90,6 +91,7 @@ class TTameLoss(nn.Module):
         self.area_power = area_power
         self.border = border
         self.kept_weight = kept_weight
+        self.kept_softness = kept_softness  # the threshold's gradient width (kept_image)
 
     def forward(
         self,

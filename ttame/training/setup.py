@@ -115,4 +115,5 @@ def make_loss(config: TrainConfig) -> TTameLoss:
         config.area_power,
         config.border,
         config.kept_weight,
+        config.kept_softness,
     )

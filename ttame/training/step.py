@@ -68,20 +68,31 @@ def compute_loss(
             class_maps[torch.arange(len(labels), device=labels.device), inverse],
             images.shape[-2:],
             shares,
+            loss_fn.kept_softness,
         )
         with autocast:
             kept_logits = masked_forward(backbone, images, kept[:, None])
     return loss_fn(masked_logits, labels, masks[:, inverse], kept_logits), labels
 
 
-def kept_image(class_maps: torch.Tensor, size: torch.Size, shares: Sequence[float]) -> torch.Tensor:
+def kept_image(
+    class_maps: torch.Tensor,
+    size: torch.Size,
+    shares: Sequence[float],
+    softness: float = 0.0,
+) -> torch.Tensor:
     """What the AD/IC protocol keeps of each image: ``B x H x W`` weights.
 
     Each map (``B x h x w`` logits) is min-max normalised, upsampled to ``size`` and zeroed
     below its ``1 - share`` quantile, exactly as the explanation is scored; image ``i`` uses
-    ``shares[i % len(shares)]``. The threshold is not differentiated, the kept values are.
-    Training on it asks the top of the map, not only the soft mask, to hold what the backbone
-    needs.
+    ``shares[i % len(shares)]``. Training on it asks the top of the map, not only the soft
+    mask, to hold what the backbone needs.
+
+    With ``softness`` 0 only the kept values get a gradient, so the loss cannot say that a
+    pixel just below the threshold should have been kept. With ``softness`` > 0 the 0/1 gate
+    passes the gradient of ``sigmoid((map - threshold) / softness)`` (straight through: the
+    values, hence the loss, stay exactly the protocol's), so pixels near the threshold learn
+    to enter or leave the kept share.
     """
     low = class_maps.float().amin(dim=(-2, -1), keepdim=True)
     high = class_maps.float().amax(dim=(-2, -1), keepdim=True)
@@ -95,7 +106,11 @@ def kept_image(class_maps: torch.Tensor, size: torch.Size, shares: Sequence[floa
     for k, share in enumerate(shares):
         rows = which == k
         threshold[rows] = torch.quantile(flat[rows], 1 - share, dim=1)
-    return maps * (maps >= threshold[:, None, None])
+    gate = (maps >= threshold[:, None, None]).to(maps.dtype)
+    if softness > 0:
+        soft = torch.sigmoid((maps - threshold[:, None, None]) / softness)
+        gate = gate + soft - soft.detach()
+    return maps * gate
 
 
 class SharedFusion(nn.Module):
