@@ -853,18 +853,23 @@ def test_kept_image_keeps_the_top_share_as_the_protocol_scores_it():
     assert (kept > 0).float().mean() == 0.25
 
 
-def test_kept_softness_lets_pixels_below_the_threshold_learn_without_changing_the_values():
+def test_kept_softness_lets_pixels_trade_places_without_changing_the_values():
     maps = torch.arange(16.0).reshape(1, 4, 4)
+    worth = torch.ones(1, 4, 4)
+    worth[0, 2, 3] = 5.0  # pixel 11, just below the threshold, would be worth keeping
     grads = []
     for softness in (0.0, 0.05):
-        logits = maps.clone().requires_grad_(True)
+        logits = (maps / 15).requires_grad_(True)  # already in [0, 1]: normalising is a no-op
         kept = step.kept_image(logits, torch.Size([4, 4]), [0.25], softness)
         assert torch.allclose(kept, maps / 15 * (maps >= 12))  # the protocol's values, both ways
-        kept.sum().backward()
+        (kept * worth).sum().backward()
         grads.append(logits.grad[0].flatten())
     hard, soft = grads
-    assert hard[11] == 0 and soft[11] > 0  # the best pixel left out is now pushed to enter
-    assert soft[5].abs() < 1e-2 * soft[11]  # far below the threshold: next to nothing
+    through_gate = soft - hard
+    assert hard[11] == 0 and through_gate[11] > 0  # the pixel left out is pushed to enter ...
+    assert through_gate[12:].sum() < 0  # ... and the kept ones to make room for it
+    assert through_gate.sum() == pytest.approx(0, abs=1e-4)  # a trade, not a rise of the map
+    assert through_gate[5].abs() < 1e-2 * through_gate[11]  # far below: next to nothing
 
 
 def test_several_kept_shares_cycle_over_the_batch():

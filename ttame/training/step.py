@@ -90,9 +90,10 @@ def kept_image(
 
     With ``softness`` 0 only the kept values get a gradient, so the loss cannot say that a
     pixel just below the threshold should have been kept. With ``softness`` > 0 the 0/1 gate
-    passes the gradient of ``sigmoid((map - threshold) / softness)`` (straight through: the
-    values, hence the loss, stay exactly the protocol's), so pixels near the threshold learn
-    to enter or leave the kept share.
+    passes the gradient of ``sigmoid((map - threshold) / softness)``, the threshold moving
+    with the map as a quantile does (straight through: the values, hence the loss, stay
+    exactly the protocol's), so pixels near the threshold learn to swap in and out of the
+    kept share.
     """
     low = class_maps.float().amin(dim=(-2, -1), keepdim=True)
     high = class_maps.float().amax(dim=(-2, -1), keepdim=True)
@@ -106,9 +107,20 @@ def kept_image(
     for k, share in enumerate(shares):
         rows = which == k
         threshold[rows] = torch.quantile(flat[rows], 1 - share, dim=1)
-    gate = (maps >= threshold[:, None, None]).to(maps.dtype)
+    threshold = threshold[:, None, None]
+    gate = (maps >= threshold).to(maps.dtype)
     if softness > 0:
-        soft = torch.sigmoid((maps - threshold[:, None, None]) / softness)
+        # The threshold is the map's quantile: raising one pixel into the kept share pushes
+        # another out. Its implicit gradient (the soft gate's mean fixed at the share) is the
+        # maps' mean weighted by the gate's slope, so the pushes sum to zero: pixels trade
+        # places instead of all rising together and spreading the map.
+        near = torch.sigmoid((maps - threshold) / softness).detach()
+        slope = near * (1 - near)  # the soft gate's slope, up to the factor 1 / softness
+        weighted = (slope * maps).sum((-2, -1), keepdim=True) / slope.sum(
+            (-2, -1), keepdim=True
+        ).clamp_min(1e-12)
+        moving = threshold + weighted - weighted.detach()
+        soft = torch.sigmoid((maps - moving) / softness)
         gate = gate + soft - soft.detach()
     return maps * gate
 
