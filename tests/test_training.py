@@ -704,11 +704,15 @@ def test_two_processes_with_gloo(tmp_path):
 # --- training made for small data -----------------------------------------------------------
 
 
-def test_shared_fusion_folds_into_a_plain_head_with_the_same_maps():
+@pytest.mark.parametrize("transfer", [False, True])
+def test_shared_fusion_folds_into_a_plain_head_with_the_same_maps(transfer):
     backbone, head, images = tiny_batch(count=4)
-    shared = step.SharedFusion(head)
+    shared = step.SharedFusion(head, transfer=transfer)
     with torch.no_grad():
         shared.shared.normal_(0, 0.5, generator=torch.Generator().manual_seed(1))
+        head.fuser.weight.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
+        if shared.transfer is not None:
+            shared.transfer.normal_(0, 0.5, generator=torch.Generator().manual_seed(3))
     classes = torch.tensor([0, 3, 7])
     head.eval()
     _, maps = backbone.forward_features(images)
@@ -747,6 +751,38 @@ def test_frozen_class_rows_keep_their_initialisation_while_the_rest_learns(tmp_p
     assert torch.equal(run.head.fuser.weight, rows)
     assert not torch.equal(run.head.branches[0].conv.weight, branch)
     assert run.trainable.shared.abs().sum() > 0
+
+
+def test_class_transfer_makes_the_earlier_taps_class_specific_and_resumes(tmp_path):
+    write_images(tmp_path / "images", 12)
+    config = tiny_config(
+        tmp_path,
+        shared_fusion=True,
+        freeze_class_rows=True,
+        class_transfer=True,
+        optimizer="adamw",
+        lr=0.01,
+        epochs=1,
+    )
+    run = trainer.Trainer(config, setup_runtime("cpu"), None)
+    run.run()
+    assert run.trainable.transfer is not None and run.trainable.transfer.abs().sum() > 0
+    last = run.head.in_channels[-1]
+    earlier = run.trainable.folded().fuser.weight.flatten(1)[:, :-last]
+    shared = run.trainable.shared[:-last]
+    assert not torch.allclose(earlier, shared.expand_as(earlier), atol=1e-6)  # differs by class
+    again = trainer.Trainer(config, setup_runtime("cpu"), None)
+    again.restore(load_checkpoint(config.checkpoint_path))
+    assert again.trainable.transfer is not None
+    assert torch.equal(again.trainable.transfer, run.trainable.transfer)
+    written = load_head(Path(config.out) / "head").state_dict()
+    assert torch.allclose(written["fuser.weight"], run.trainable.folded().fuser.weight)
+
+
+def test_class_transfer_needs_the_shared_row(tmp_path):
+    write_images(tmp_path / "images", 4)
+    with pytest.raises(TrainingError, match="--class-transfer"):
+        train(tiny_config(tmp_path, class_transfer=True))
 
 
 def test_frozen_class_rows_need_the_shared_row(tmp_path):

@@ -88,8 +88,8 @@ def head_from_checkpoint(path: Path) -> AttentionHead:
     head = AttentionHead(**saved["head_config"])
     head.load_state_dict(saved["head"])
     if "shared" in saved:
-        wrapper = SharedFusion(head)
-        wrapper.shared.data.copy_(saved["shared"])
+        wrapper = SharedFusion(head, transfer="transfer" in saved)
+        wrapper.load_extra_state(saved)
         head = wrapper.folded()
     return head.eval()
 

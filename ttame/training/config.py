@@ -83,6 +83,13 @@ class TrainConfig:
         "keep every class's own fusion row at its initialisation (the CAM) and train only the "
         "branches and the shared row (needs --shared-fusion; nothing per class to overfit)",
     )
+    class_transfer: bool = _option(
+        False,
+        "also learn one matrix, shared by every class, from each class's last-tap fusion row "
+        "(its CAM weights) to its rows for the earlier taps, so the finer taps become "
+        "class-specific without anything learnt per class; folded in at the end (needs "
+        "--shared-fusion)",
+    )
     low_res: int = _option(
         0,
         "train the first --low-res-share of the steps at this input side "

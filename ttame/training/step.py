@@ -134,24 +134,56 @@ class SharedFusion(nn.Module):
     the backbone looks at, whatever its class. It is added to every class's row, so
     :meth:`folded` gives a plain :class:`AttentionHead` with exactly the same maps: the head's
     architecture, file format and inference cost do not change.
+
+    With ``transfer``, the earlier taps' rows also get a class-specific part learnt by every
+    image: a matrix shared by all classes maps a class's last-tap row (its CAM weights) to
+    rows for the earlier taps, so the finer taps can say where *this* class's evidence lies,
+    while nothing is learnt per class. It is folded in the same way.
     """
 
-    def __init__(self, head: AttentionHead) -> None:
+    def __init__(self, head: AttentionHead, transfer: bool = False) -> None:
         super().__init__()
         self.head = head
         self.shared = nn.Parameter(torch.zeros(sum(head.in_channels)))
+        last = head.in_channels[-1]
+        self.transfer = (
+            nn.Parameter(torch.zeros(sum(head.in_channels) - last, last)) if transfer else None
+        )
+
+    def rows(self, classes: torch.Tensor | None = None) -> torch.Tensor:
+        """The fusion rows the folded head has for ``classes`` (1-D; None: all), M x sum(C)."""
+        own = self.head.fuser.weight.flatten(1)
+        own = own if classes is None else own[classes]
+        rows = own + self.shared
+        if self.transfer is not None:
+            last = self.head.in_channels[-1]
+            rows = rows + F.pad(own[:, -last:] @ self.transfer.T, (0, last))
+        return rows
 
     def forward(self, maps: list[torch.Tensor], classes: torch.Tensor) -> torch.Tensor:
         """Class maps of ``classes`` (1-D), as the folded head would give them."""
-        weight = self.head.fuser.weight.flatten(1)[classes] + self.shared
-        return self.head.fuse(maps, weight, self.head.fuser_bias[classes])
+        return self.head.fuse(maps, self.rows(classes), self.head.fuser_bias[classes])
 
     @torch.no_grad()
     def folded(self) -> AttentionHead:
-        """A copy of the head with the shared row added to every class's fusion row."""
+        """A copy of the head with the shared parts folded into every class's fusion row."""
         head = copy.deepcopy(self.head)
-        head.fuser.weight += self.shared[None, :, None, None].to(head.fuser.weight.dtype)
+        head.fuser.weight.copy_(self.rows().to(head.fuser.weight.dtype)[:, :, None, None])
         return head
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        """What a checkpoint keeps beside the head: the shared row (and the transfer)."""
+        state = {"shared": self.shared.detach().cpu()}
+        if self.transfer is not None:
+            state["transfer"] = self.transfer.detach().cpu()
+        return state
+
+    @torch.no_grad()
+    def load_extra_state(self, saved: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` gave (from a checkpoint's dict)."""
+        self.shared.copy_(saved["shared"])
+        if self.transfer is not None:
+            self.transfer.copy_(saved["transfer"])
 
 
 @torch.no_grad()

@@ -92,8 +92,12 @@ class Trainer:
         self.head = fresh_head(self.backbone).to(device).to(memory_format=self.memory_format)
         self.head.train()
         self.trainable: AttentionHead | SharedFusion = (
-            SharedFusion(self.head).to(device) if config.shared_fusion else self.head
+            SharedFusion(self.head, transfer=config.class_transfer).to(device)
+            if config.shared_fusion
+            else self.head
         )
+        if config.class_transfer and not (config.shared_fusion and len(self.head.layers) > 1):
+            raise TrainingError("--class-transfer needs --shared-fusion and two taps or more.")
         self.kept_shares = config.kept_shares  # a malformed --kept-share fails before any work
         if config.freeze_class_rows:
             if not config.shared_fusion:
@@ -170,7 +174,7 @@ class Trainer:
         check_resume(saved["config"], self.config)
         self.head.load_state_dict(saved["head"])
         if isinstance(self.trainable, SharedFusion):
-            self.trainable.shared.data.copy_(saved["shared"])
+            self.trainable.load_extra_state(saved)
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.progress = Progress(**saved["progress"])
@@ -191,9 +195,7 @@ class Trainer:
                 "head": self.head.state_dict(),
                 "optimizer": self.optimizer.state_dict(),
                 **(
-                    {"shared": self.trainable.shared.detach().cpu()}
-                    if isinstance(self.trainable, SharedFusion)
-                    else {}
+                    self.trainable.extra_state() if isinstance(self.trainable, SharedFusion) else {}
                 ),
                 "scheduler": self.scheduler.state_dict(),
                 "progress": asdict(self.progress),
