@@ -1,8 +1,9 @@
-"""Setting a run up from its config: the data, the batches, the optimiser, the loss."""
+"""Setting a run up from its config: the data, the batches, what trains, the optimiser, the loss."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -15,11 +16,14 @@ from ttame.data.sampling import EpochSampler, SeededItems
 from ttame.data.sources import DataSources, folder_sources, list_sources, pool_sources
 from ttame.data.transforms import default_train_transform, eval_transform
 from ttame.distributed import Runtime
-from ttame.errors import DataError
+from ttame.errors import DataError, TrainingError
+from ttame.hub.heads import read_head
 from ttame.model.backbones import BackboneSpec
+from ttame.model.head import AttentionHead
+from ttame.training.checkpoint import head_from_checkpoint
 from ttame.training.config import TrainConfig
 from ttame.training.losses import TTameLoss
-from ttame.training.step import parameter_groups
+from ttame.training.step import SharedFusion, parameter_groups
 
 
 def select_data(config: TrainConfig) -> DataSources:
@@ -117,3 +121,39 @@ def make_loss(config: TrainConfig) -> TTameLoss:
         config.kept_weight,
         config.kept_softness,
     )
+
+
+def make_trainable(config: TrainConfig, head: AttentionHead) -> AttentionHead | SharedFusion:
+    """What the optimiser trains: the head, or the head with its parts shared by every class.
+
+    Refuses combinations in which nothing, or nothing new, would learn.
+    """
+    if config.freeze_class_rows and not config.shared_fusion:
+        raise TrainingError("--freeze-class-rows needs --shared-fusion: nothing would learn.")
+    if config.class_transfer and not (config.shared_fusion and len(head.layers) > 1):
+        raise TrainingError("--class-transfer needs --shared-fusion and two taps or more.")
+    if config.freeze_class_rows:
+        head.fuser.requires_grad_(False)
+    if config.shared_fusion:
+        return SharedFusion(head, transfer=config.class_transfer)
+    return head
+
+
+def load_trained_head(head: AttentionHead, source: Path) -> None:
+    """Copy a trained head's weights into a run's head (``--init-from``: fine-tuning).
+
+    A checkpoint's shared parts are folded into its class rows first, so the run's own shared
+    parts (if any) start at zero and learn a change on top of them.
+    """
+    if source.is_dir():
+        trained = read_head(source)
+    elif source.is_file():
+        trained = head_from_checkpoint(source)
+    else:
+        raise TrainingError(f"--init-from: '{source}' is neither a head folder nor a file.")
+    if trained.config != head.config:
+        raise TrainingError(
+            f"--init-from: the head in '{source}' does not fit this run's backbone and taps "
+            f"({trained.config} against {head.config})."
+        )
+    head.load_state_dict(trained.state_dict())

@@ -27,15 +27,13 @@ from tqdm import tqdm
 from ttame.distributed import Runtime, reduce_sum, setup_runtime, shutdown
 from ttame.errors import HeadError, TrainingError, TTameError
 from ttame.explainer import fresh_head
-from ttame.hub.heads import push_head, read_head, save_head
-from ttame.model.head import AttentionHead
+from ttame.hub.heads import push_head, save_head
 from ttame.model.registry import get_spec
 from ttame.model.taps import build_backbone
 from ttame.training.checkpoint import (
     EPOCH_COLUMNS,
     STEP_COLUMNS,
     CsvLog,
-    head_from_checkpoint,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -43,7 +41,13 @@ from ttame.training.checkpoint import (
 )
 from ttame.training.config import TrainConfig, check_resume
 from ttame.training.losses import LossTerms
-from ttame.training.setup import make_batches, make_loss, make_optimizer
+from ttame.training.setup import (
+    load_trained_head,
+    make_batches,
+    make_loss,
+    make_optimizer,
+    make_trainable,
+)
 from ttame.training.step import (
     TERMS,
     SharedFusion,
@@ -91,20 +95,8 @@ class Trainer:
         self.backbone.model.to(memory_format=self.memory_format)
         self.head = fresh_head(self.backbone).to(device).to(memory_format=self.memory_format)
         self.head.train()
-        self.trainable: AttentionHead | SharedFusion = (
-            SharedFusion(self.head, transfer=config.class_transfer).to(device)
-            if config.shared_fusion
-            else self.head
-        )
-        if config.class_transfer and not (config.shared_fusion and len(self.head.layers) > 1):
-            raise TrainingError("--class-transfer needs --shared-fusion and two taps or more.")
+        self.trainable = make_trainable(config, self.head).to(device)
         self.kept_shares = config.kept_shares  # a malformed --kept-share fails before any work
-        if config.freeze_class_rows:
-            if not config.shared_fusion:
-                raise TrainingError(
-                    "--freeze-class-rows needs --shared-fusion: nothing would learn."
-                )
-            self.head.fuser.requires_grad_(False)
         if config.low_res and spec.kind == "vit":
             raise TrainingError("--low-res needs a CNN: a ViT's patch grid is fixed.")
         if config.init and config.init_from:
@@ -138,7 +130,7 @@ class Trainer:
                 raise TrainingError(f"--resume: there is no checkpoint at '{path}'.")
             self.restore(load_checkpoint(path))
         elif self.config.init_from:
-            self.warm_start(Path(self.config.init_from))
+            load_trained_head(self.head, Path(self.config.init_from))
         elif self.init == "cam":
             count = min(len(self.sources.train), max(self.config.batch, 8))
             picks = torch.linspace(0, len(self.sources.train) - 1, count).long().tolist()
@@ -149,25 +141,6 @@ class Trainer:
             self.model = DistributedDataParallel(
                 self.trainable, device_ids=[self.device.index] if on_gpu else None
             )
-
-    def warm_start(self, source: Path) -> None:
-        """Copy a trained head's weights into this run's head (``--init-from``).
-
-        A checkpoint's shared fusion row is folded into its class rows first, so this run's
-        own shared row (if any) starts at zero and learns a change on top of it.
-        """
-        if source.is_dir():
-            trained = read_head(source)
-        elif source.is_file():
-            trained = head_from_checkpoint(source)
-        else:
-            raise TrainingError(f"--init-from: '{source}' is neither a head folder nor a file.")
-        if trained.config != self.head.config:
-            raise TrainingError(
-                f"--init-from: the head in '{source}' does not fit this run's backbone and "
-                f"taps ({trained.config} against {self.head.config})."
-            )
-        self.head.load_state_dict(trained.state_dict())
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Load everything :meth:`checkpoint` saved."""
