@@ -22,6 +22,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -29,13 +30,13 @@ from ttame.data.pool.sources.collect import collect_sources
 from ttame.evaluation.paired import difference_stat
 from ttame.explainer import Explainer
 from ttame.images import find_images, load_image, preprocess
-from ttame.methods.registry import build_method
-from ttame.metrics.perturbation import keep_top
+from ttame.methods.registry import MapMaker, build_method
+from ttame.metrics.perturbation import drop_per_image, keep_top
 
 KINDS = ("soft (the protocol)", "binary (same pixels)")
 
 
-def photos(args: argparse.Namespace) -> list:
+def photos(args: argparse.Namespace) -> list[Image.Image]:
     """PIL images: every N-th training photo of the pool, or the photos of a folder."""
     if args.training_photos:
         sources = collect_sources(Path(args.pool) / "cache", download=False)
@@ -46,7 +47,7 @@ def photos(args: argparse.Namespace) -> list:
 
 
 @torch.no_grad()
-def drops(explainer: Explainer, maker, images: torch.Tensor) -> dict[str, torch.Tensor]:
+def drops(explainer: Explainer, maker: MapMaker, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """AD(15 %) per image, in %, with the kept share's soft values and as a binary mask."""
     out: dict[str, list[torch.Tensor]] = {kind: [] for kind in KINDS}
     for start in range(0, len(images), 16):
@@ -56,8 +57,8 @@ def drops(explainer: Explainer, maker, images: torch.Tensor) -> dict[str, torch.
         soft = keep_top(explanation.maps, 15)
         for kind, kept in zip(KINDS, (soft, (soft > 0).float()), strict=True):
             probs = explainer.backbone(batch * kept[:, None]).softmax(1)
-            masked = probs.gather(1, explanation.classes[:, None])[:, 0]
-            out[kind].append((clean - masked).clamp_min(0) / clean * 100)
+            masked = probs.gather(1, explanation.classes[:, None])
+            out[kind].append(drop_per_image(clean, masked)[:, 0])
     return {kind: torch.cat(values) for kind, values in out.items()}
 
 
