@@ -53,6 +53,15 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         stale.unlink(missing_ok=True)
 
 
+def is_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a file written by :func:`save_checkpoint` (it starts with the marker)."""
+    try:
+        with path.open("rb") as file:
+            return file.read(len(_MAGIC)) == _MAGIC
+    except OSError:
+        return False
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a checkpoint, refusing any file whose checksum does not match its contents."""
     try:

@@ -136,8 +136,9 @@ class TrainConfig:
     )
     init_from: str | None = _option(
         None,
-        "start the head from a trained one instead (a head folder or a run's checkpoint.pt, a "
-        "shared fusion row folded in) with a fresh optimiser and schedule: fine-tuning",
+        "start the head from a trained one instead, with a fresh optimiser and schedule "
+        "(fine-tuning): a run's checkpoint.pt (shared parts folded in), a head folder, a Hub "
+        "repo id or a reference checkpoint, as `ttame explain --head` takes",
         type=str,
     )
     seed: int = _option(0, "seed of the head's initialisation, the data order and augmentation")

@@ -16,11 +16,11 @@ from ttame.data.sampling import EpochSampler, SeededItems
 from ttame.data.sources import DataSources, folder_sources, list_sources, pool_sources
 from ttame.data.transforms import default_train_transform, eval_transform
 from ttame.distributed import Runtime
-from ttame.errors import DataError, TrainingError
-from ttame.hub.heads import read_head
+from ttame.errors import DataError, HeadError, TrainingError
+from ttame.hub.load import open_head
 from ttame.model.backbones import BackboneSpec
 from ttame.model.head import AttentionHead
-from ttame.training.checkpoint import head_from_checkpoint
+from ttame.training.checkpoint import head_from_checkpoint, is_checkpoint
 from ttame.training.config import TrainConfig
 from ttame.training.losses import TTameLoss
 from ttame.training.step import SharedFusion, parameter_groups
@@ -139,18 +139,21 @@ def make_trainable(config: TrainConfig, head: AttentionHead) -> AttentionHead | 
     return head
 
 
-def load_trained_head(head: AttentionHead, source: Path) -> None:
+def load_trained_head(head: AttentionHead, source: str) -> None:
     """Copy a trained head's weights into a run's head (``--init-from``: fine-tuning).
 
-    A checkpoint's shared parts are folded into its class rows first, so the run's own shared
-    parts (if any) start at zero and learn a change on top of them.
+    ``source`` is a run's ``checkpoint.pt`` (its shared parts folded into the class rows
+    first, so the run's own shared parts start at zero and learn a change on top of them) or
+    anything a head is opened from (:func:`ttame.hub.load.open_head`: a head folder, a Hub
+    repo, the reference's checkpoints).
     """
-    if source.is_dir():
-        trained = read_head(source)
-    elif source.is_file():
-        trained = head_from_checkpoint(source)
+    if is_checkpoint(Path(source)):
+        trained = head_from_checkpoint(Path(source))
     else:
-        raise TrainingError(f"--init-from: '{source}' is neither a head folder nor a file.")
+        try:
+            trained = open_head(source, backbone=head.backbone).head
+        except HeadError as exc:
+            raise TrainingError(f"--init-from: {exc}") from exc
     if trained.config != head.config:
         raise TrainingError(
             f"--init-from: the head in '{source}' does not fit this run's backbone and taps "

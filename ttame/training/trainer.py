@@ -130,7 +130,7 @@ class Trainer:
                 raise TrainingError(f"--resume: there is no checkpoint at '{path}'.")
             self.restore(load_checkpoint(path))
         elif self.config.init_from:
-            load_trained_head(self.head, Path(self.config.init_from))
+            load_trained_head(self.head, self.config.init_from)
         elif self.init == "cam":
             count = min(len(self.sources.train), max(self.config.batch, 8))
             picks = torch.linspace(0, len(self.sources.train) - 1, count).long().tolist()
