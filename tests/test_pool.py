@@ -439,6 +439,24 @@ def test_default_train_transform_gives_a_raw_224_crop():
     assert float(tensor.min()) >= 0.0 and float(tensor.max()) <= 1.0
 
 
+def test_crop_scale_zooms_into_the_picture():
+    # Left half red, right half blue: the paper's 224 crop of the 256 resize always shows both,
+    # while crops of at most a fifth of the area often show one colour alone.
+    picture = Image.new("RGB", (300, 256), (0, 0, 255))
+    picture.paste((255, 0, 0), (0, 0, 150, 256))
+
+    def single_coloured(transform) -> int:
+        torch.manual_seed(0)
+        crops = [transform(picture) for _ in range(200)]
+        assert all(c.shape == (3, 224, 224) for c in crops)
+        return sum(int(c[0].mean() > 0.99 or c[2].mean() > 0.99) for c in crops)
+
+    assert single_coloured(default_train_transform()) == 0
+    assert single_coloured(default_train_transform(crop_scale=0.05)) >= 10
+    with pytest.raises(ValueError, match="crop_scale"):
+        default_train_transform(crop_scale=0)
+
+
 # --- ground truth -----------------------------------------------------------------------------
 
 

@@ -924,6 +924,13 @@ def test_a_malformed_kept_share_is_refused(tmp_path, bad):
         train(tiny_config(tmp_path, kept_share=bad))
 
 
+@pytest.mark.parametrize("bad", [0.0, 1.5])
+def test_a_crop_scale_outside_the_picture_is_refused(tmp_path, bad):
+    write_images(tmp_path / "images", 4)
+    with pytest.raises(TrainingError, match="--crop-scale"):
+        train(tiny_config(tmp_path, crop_scale=bad))
+
+
 def test_kept_term_adds_a_pass_and_reaches_the_head():
     backbone, head, images = tiny_batch(count=4)
     loss_fn = TTameLoss(kept_weight=1.0)

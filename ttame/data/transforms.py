@@ -20,19 +20,24 @@ def eval_transform(input_size: int, resize_size: int) -> Callable[[Image.Image],
 
 
 def default_train_transform(
-    size: int = 224, resize: int = 256, color_jitter: float = 0.0
+    size: int = 224, resize: int = 256, color_jitter: float = 0.0, crop_scale: float = 1.0
 ) -> Callable[[Image.Image], torch.Tensor]:
     """Build the paper's augmentation: resize to 256, random 224 crop, horizontal flip.
 
     Returns a raw [0, 1] tensor: the backbone's normalisation is applied after masking.
     ``color_jitter`` > 0 adds mild brightness/contrast/saturation jitter, which helps when the
-    pool is small.
+    pool is small. ``crop_scale`` < 1 replaces the resize and crop by a random resized crop
+    covering between that share and all of the picture: a few hundred photos then show many
+    views, often with a different top-1 class (a zoom on one object of a scene).
     """
-    steps: list[Callable] = [
-        transforms.Resize(resize),
-        transforms.RandomCrop(size),
-        transforms.RandomHorizontalFlip(),
-    ]
+    if not 0 < crop_scale <= 1:
+        raise ValueError(f"crop_scale must be in (0, 1], got {crop_scale}")
+    crop: list[Callable] = (
+        [transforms.Resize(resize), transforms.RandomCrop(size)]
+        if crop_scale == 1
+        else [transforms.RandomResizedCrop(size, scale=(crop_scale, 1.0))]
+    )
+    steps: list[Callable] = [*crop, transforms.RandomHorizontalFlip()]
     if color_jitter > 0:
         steps.append(transforms.ColorJitter(color_jitter, color_jitter, color_jitter))
     steps.append(transforms.ToTensor())

@@ -127,6 +127,12 @@ class TrainConfig:
     )
     border: float = _option(0.3, "weight of the border values inside the smoothness term")
     color_jitter: float = _option(0.0, "brightness/contrast/saturation jitter (0: off)")
+    crop_scale: float = _option(
+        1.0,
+        "smallest share of a picture's area a training crop may cover (e.g. 0.2: random "
+        "resized crops, so that each photo is seen at many zooms); 1: the paper's resize to "
+        "256 and random 224 crop",
+    )
     init: str | None = _option(
         None,
         "fusion initialisation: 'cam' starts every class from the backbone classifier's class "
