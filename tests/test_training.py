@@ -32,7 +32,7 @@ from ttame.model.taps import build_backbone
 from ttame.model.weights import WeightsSource
 from ttame.training import step, trainer
 from ttame.training.checkpoint import load_checkpoint, save_checkpoint
-from ttame.training.config import TrainConfig
+from ttame.training.config import TrainConfig, check_resume
 from ttame.training.losses import TTameLoss
 from ttame.training.step import compute_loss, init_from_cam
 from ttame.training.trainer import train
@@ -953,3 +953,11 @@ def _masked_parts(backbone, head, images):
 
     compute_loss(backbone, head, Capture(), images)
     return captured["args"]
+
+
+def test_a_checkpoint_older_than_an_option_resumes_with_its_default():
+    saved = dataclasses.asdict(TrainConfig())
+    del saved["crop_scale"]
+    check_resume(saved, TrainConfig())
+    with pytest.raises(TrainingError, match="--crop-scale"):
+        check_resume(saved, TrainConfig(crop_scale=0.5))

@@ -232,10 +232,12 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def check_resume(saved: dict[str, Any], config: TrainConfig) -> None:
     """Refuse to resume with options that would change the result."""
     current = asdict(config)
+    # An option added after the checkpoint was written counts as having had its default.
+    was = {f.name: saved.get(f.name, f.default) for f in fields(TrainConfig)}
     changed = [
-        f"--{f.name.replace('_', '-')} {saved.get(f.name)!r} -> {current[f.name]!r}"
+        f"--{f.name.replace('_', '-')} {was[f.name]!r} -> {current[f.name]!r}"
         for f in fields(TrainConfig)
-        if not f.metadata["runtime"] and saved.get(f.name) != current[f.name]
+        if not f.metadata["runtime"] and was[f.name] != current[f.name]
     ]
     if changed:
         raise TrainingError(
