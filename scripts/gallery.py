@@ -38,7 +38,6 @@ from ttame.errors import TTameError
 from ttame.evaluation.inputs import spread
 from ttame.evaluation.run import head_provenance
 from ttame.explainer import Explainer, UntrainedHeadWarning
-from ttame.hub.load import bundled_head
 from ttame.images import find_images, load_image, overlay, preprocess
 from ttame.methods.registry import MapMaker, MethodOptions, build_method
 from ttame.metrics.perturbation import drop_per_image, keep_top, masked_confidence
@@ -282,7 +281,6 @@ class Section:
     """One backbone's part of the page."""
 
     explainer: Explainer
-    head: str | None
     rows: list[Row]
     pngs: list[Path]
 
@@ -292,7 +290,6 @@ def build_section(
     photos: Sequence[Path],
     out: Path,
     options: MethodOptions,
-    head: str | None = None,
     tile: int = 160,
     progress: bool = False,
 ) -> Section:
@@ -314,7 +311,7 @@ def build_section(
             pngs.append(draw_row(row, out / f"{backbone}_{i:02d}_{path.stem[:40]}.png", tile))
             if progress:
                 print(f"{backbone} {i}/{len(photos)} {path.name}: {photo_line(row)}", flush=True)
-    return Section(explainer, head, rows, pngs)
+    return Section(explainer, rows, pngs)
 
 
 def write_markdown(
@@ -357,10 +354,7 @@ def write_markdown(
         lines += ["", "Skipped (unreadable): " + "; ".join(skipped) + "."]
     for section in sections:
         spec = section.explainer.spec
-        provenance = {"head": "built in memory", "head_sha256": None}
-        known = section.head is not None or bundled_head(spec.name) is not None
-        if known or not section.explainer.trained:
-            provenance = head_provenance(section.head, spec.name, section.explainer.trained)
+        provenance = head_provenance(section.explainer)
         sha = provenance["head_sha256"]
         lines += ["", f"## {spec.name}", ""]
         lines.append(
@@ -437,9 +431,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         explainer = Explainer.from_pretrained(args.head, name, device=device)
         if not explainer.trained:
             print(f"WARNING: untrained T-TAME head for {name}.", file=sys.stderr)
-        sections.append(
-            build_section(explainer, photos, out, options, args.head, args.tile, progress=True)
-        )
+        sections.append(build_section(explainer, photos, out, options, args.tile, progress=True))
     command = "python scripts/gallery.py " + shlex.join(argv)
     write_markdown(
         sections,

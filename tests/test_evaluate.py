@@ -14,7 +14,7 @@ from tests.loadgen import free_port
 from ttame.cli import main
 from ttame.distributed import setup_runtime
 from ttame.evaluation.inputs import Item, merge, shard, spread
-from ttame.evaluation.run import gather
+from ttame.evaluation.run import gather, head_provenance
 from ttame.metrics import road
 
 FRACTIONS = ["10", "20", "30", "40", "50", "70", "90"]
@@ -230,3 +230,10 @@ def test_a_trained_head_is_named_with_its_weights_hash(tmp_path):
     assert code == 0 and report["head"] == str(head)
     digest = hashlib.sha256((head / "model.safetensors").read_bytes()).hexdigest()
     assert report["head_sha256"] == digest
+
+
+def test_a_head_built_in_memory_or_untrained_is_named_so():
+    built = tiny_explainer()
+    assert head_provenance(built) == {"head": "built in memory", "head_sha256": None}
+    built.trained = False
+    assert head_provenance(built) == {"head": "untrained", "head_sha256": None}

@@ -27,11 +27,12 @@ from safetensors.torch import save as safetensors_bytes
 from tests.helpers import tiny_explainer
 from ttame.cli import main
 from ttame.errors import HeadError, WeightsUnavailableError
+from ttame.evaluation.run import head_provenance
 from ttame.explainer import Explainer
 from ttame.hub import client, convert
 from ttame.hub.client import HubRef
 from ttame.hub.convert import convert_checkpoint
-from ttame.hub.load import load_head
+from ttame.hub.load import load_head, open_head
 from ttame.model.registry import get_spec
 from ttame.model.taps import probe_spec
 from ttame.model.weights import resolve_state_dict
@@ -316,8 +317,9 @@ def test_import_checkpoint_cli_writes_a_loadable_head_with_its_card(tmp_path, ca
 def test_a_local_checkpoint_is_a_head_source(tmp_path):
     state = reference_head("resnet50", CNN_PREFIX, seed=9)
     torch.save(lightning_checkpoint(state), tmp_path / "r50.ckpt")
-    head = load_head(tmp_path / "r50.ckpt", backbone="resnet50")
-    assert head.backbone == "resnet50" and not head.training
+    opened = open_head(tmp_path / "r50.ckpt", backbone="resnet50")
+    assert opened.head.backbone == "resnet50" and not opened.head.training
+    assert opened.provenance.weights == tmp_path / "r50.ckpt"
 
 
 def test_shape_mismatch_is_a_clear_head_error(tmp_path):
@@ -402,6 +404,9 @@ def test_a_head_published_on_the_hub_resolves_by_repo_id_then_offline(
     assert time.perf_counter() - start < 10
     folder = client.hub_folder("owner/tiny-head")
     assert folder.is_relative_to(tmp_path / "hf") and (folder / "README.md").is_file()
+    report = head_provenance(again)
+    digest = hashlib.sha256((tmp_path / "published" / "model.safetensors").read_bytes())
+    assert report == {"head": "hf://owner/tiny-head@main", "head_sha256": digest.hexdigest()}
 
 
 @pytest.mark.integration

@@ -924,11 +924,13 @@ def test_a_malformed_kept_share_is_refused(tmp_path, bad):
         train(tiny_config(tmp_path, kept_share=bad))
 
 
-@pytest.mark.parametrize("bad", [0.0, 1.5])
-def test_a_crop_scale_outside_the_picture_is_refused(tmp_path, bad):
+@pytest.mark.parametrize(
+    ("option", "bad"), [("crop_scale", 0.0), ("crop_scale", 1.5), ("color_jitter", -0.1)]
+)
+def test_augmentation_options_out_of_range_are_refused(tmp_path, option, bad):
     write_images(tmp_path / "images", 4)
-    with pytest.raises(TrainingError, match="--crop-scale"):
-        train(tiny_config(tmp_path, crop_scale=bad))
+    with pytest.raises(TrainingError, match="--color-jitter or --crop-scale out of range"):
+        train(tiny_config(tmp_path, **{option: bad}))
 
 
 def test_kept_term_adds_a_pass_and_reaches_the_head():

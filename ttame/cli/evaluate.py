@@ -176,7 +176,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise ImageError("None of the images could be read.")
     report: dict[str, Any] = {
         "backbone": explainer.spec.name,
-        **head_provenance(args.head, explainer.spec.name, explainer.trained),
+        **head_provenance(explainer),
         "images": str(args.images if args.list is None else args.imagenet_val),
         "list": args.list,
         "explained": args.explain,

@@ -32,6 +32,8 @@ def default_train_transform(
     """
     if not 0 < crop_scale <= 1:
         raise ValueError(f"crop_scale must be in (0, 1], got {crop_scale}")
+    if color_jitter < 0:
+        raise ValueError(f"color_jitter must be 0 or more, got {color_jitter}")
     crop: list[Callable] = (
         [transforms.Resize(resize), transforms.RandomCrop(size)]
         if crop_scale == 1

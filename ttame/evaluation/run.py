@@ -13,7 +13,6 @@ import hashlib
 import math
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,6 @@ from ttame.evaluation.inputs import Item, load_batches, merge
 from ttame.evaluation.sanity import cascading_randomization
 from ttame.evaluation.summary import Settings
 from ttame.explainer import Explainer
-from ttame.hub.load import bundled_head
 from ttame.methods.registry import METHODS, MapMaker, MethodOptions
 from ttame.metrics import road
 from ttame.metrics.localisation import coverage, energy_in_mask, pointing_game
@@ -148,17 +146,19 @@ def gather(
     return merge([p[0] for p in pairs]), [f for p in pairs for f in p[1]]
 
 
-def head_provenance(head: str | None, backbone: str, trained: bool) -> dict[str, str | None]:
-    """Which head was scored: its source and, for a local folder, its weights' SHA-256.
+def head_provenance(explainer: Explainer) -> dict[str, str | None]:
+    """Which head was scored: its source and the SHA-256 of the file its weights came from.
 
     The hash ties a results table to the exact head file, so a later head cannot be mistaken
     for the one that was measured.
     """
-    if not trained:
+    if not explainer.trained:
         return {"head": "untrained", "head_sha256": None}
-    folder = Path(head) if head is not None else bundled_head(backbone)
-    label = str(head) if head is not None else f"bundled checkpoints/{getattr(folder, 'name', '')}"
-    weights = folder / "model.safetensors" if folder is not None else None
+    provenance = explainer.provenance
+    if provenance is None:
+        return {"head": "built in memory", "head_sha256": None}
+    weights = provenance.weights
     if weights is None or not weights.is_file():
-        return {"head": label, "head_sha256": None}
-    return {"head": label, "head_sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
+        return {"head": provenance.source, "head_sha256": None}
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    return {"head": provenance.source, "head_sha256": digest}

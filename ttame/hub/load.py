@@ -33,6 +33,8 @@ class Provenance:
     license: str
     terms: str | None = None
     """Terms of use to show the user once (the authors' non-commercial licence)."""
+    weights: Path | None = None
+    """The local file the head's weights were read from, so a report can name it by hash."""
 
 
 @dataclass(frozen=True)
@@ -87,15 +89,17 @@ def open_head(
         head = read_head(converted.folder, source)
         licence = card_license(converted.folder)
         weights = converted.checkpoint if converted.backbone_prefix is not None else None
-        return OpenedHead(head, Provenance(text, licence, _terms(licence)), weights)
+        provenance = Provenance(text, licence, _terms(licence), converted.folder / WEIGHTS_FILE)
+        return OpenedHead(head, provenance, weights)
     if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
         head, report = convert_checkpoint(path, backbone)
         weights = path if report.backbone_prefix is not None else None
         terms = _terms(AUTHORS_LICENSE_NAME)
-        return OpenedHead(head, Provenance(text, AUTHORS_LICENSE_NAME, terms), weights)
+        return OpenedHead(head, Provenance(text, AUTHORS_LICENSE_NAME, terms, path), weights)
     if path.is_dir():
         licence = card_license(path)
-        return OpenedHead(read_head(path, source), Provenance(text, licence, _terms(licence)))
+        provenance = Provenance(text, licence, _terms(licence), path / WEIGHTS_FILE)
+        return OpenedHead(read_head(path, source), provenance)
     if is_repo_id(text):
         return _repo_head(text, f"{HF_SCHEME}{text}", cache_dir, None, cache_limit)
     raise HeadError(
@@ -116,7 +120,8 @@ def _repo_head(
         folder = hub_folder(repo_id, cache_dir, revision)
     cache.record([folder], cache_limit)
     licence = card_license(folder)
-    return OpenedHead(read_head(folder, shown), Provenance(shown, licence, _terms(licence)))
+    provenance = Provenance(shown, licence, _terms(licence), folder / WEIGHTS_FILE)
+    return OpenedHead(read_head(folder, shown), provenance)
 
 
 def load_head(
@@ -142,5 +147,5 @@ def default_head(
     if folder is None:
         return None
     entry = entry or KnownHead(backbone, f"checkpoints/{folder.name}", card_license(folder))
-    provenance = Provenance(entry.source, entry.license, entry.terms)
+    provenance = Provenance(entry.source, entry.license, entry.terms, folder / WEIGHTS_FILE)
     return OpenedHead(read_head(folder, entry.source), provenance)

@@ -63,11 +63,12 @@ def make_batches(config: TrainConfig, spec: BackboneSpec, runtime: Runtime) -> B
     """The training and validation loaders of this process, seeded per item."""
     sources = select_data(config)
     plain = eval_transform(spec.input_size, spec.resize_size)
-    if not 0 < config.crop_scale <= 1:
-        raise TrainingError(f"--crop-scale takes a share in (0, 1]; got {config.crop_scale}.")
-    augment = default_train_transform(
-        spec.input_size, spec.resize_size, config.color_jitter, config.crop_scale
-    )
+    try:
+        augment = default_train_transform(
+            spec.input_size, spec.resize_size, config.color_jitter, config.crop_scale
+        )
+    except ValueError as error:  # the transform checks its arguments; name the flags here
+        raise TrainingError(f"--color-jitter or --crop-scale out of range: {error}.") from error
     items = SeededItems(sources.train, augment, config.seed)
     per_rank = config.batch // runtime.world_size
     sampler = EpochSampler(len(items), runtime.rank, runtime.world_size, True, config.seed)
