@@ -1,5 +1,6 @@
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from ttame.cli import main
 from ttame.errors import TTameError
 from ttame.evaluation.paired import (
     difference_stat,
+    images_needed,
     paired_between_reports,
     paired_block,
     paired_differences,
@@ -338,3 +340,16 @@ def test_results_report_still_reads_the_saved_reports_without_a_paired_block(tmp
         (tmp_path / path.name).write_text(json.dumps(report))
     lines = _load_results_report().section("mobilenet_v2", tmp_path)
     assert lines[0] == "## mobilenet_v2" and "Paired" not in "\n".join(lines)
+
+
+def test_the_spread_of_the_differences_sets_the_images_needed():
+    rng = np.random.default_rng(0)
+    differences = rng.normal(-3.0, 20.0, size=400)
+    stat = difference_stat(differences, "lower")
+    assert stat["sd"] == pytest.approx(20.0, rel=0.1)
+    assert images_needed(20.0, 3.0) == 349  # ((1.96 + 0.84) * 20 / 3) ** 2
+    assert images_needed(20.0, 6.0) == 88
+    assert images_needed(20.0, -6.0, power=0.9) > 88
+    with pytest.raises(ValueError):
+        images_needed(20.0, 0.0)
+    assert math.isnan(difference_stat([1.0], "lower")["sd"])

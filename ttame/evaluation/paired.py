@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import torch
@@ -49,6 +50,8 @@ def difference_stat(
 
     ``verdict`` is "better" or "worse" only when the interval excludes 0; otherwise
     "inconclusive", so code can read the comparison without knowing the metric's direction.
+    ``sd`` is the spread of the per-image differences, which sets how many images a given
+    difference needs (:func:`images_needed`).
     """
     if direction not in ("lower", "higher"):
         raise ValueError(f"direction must be 'lower' or 'higher', not {direction!r}")
@@ -66,12 +69,27 @@ def difference_stat(
         "mean": float(values.mean()) if n else math.nan,
         "CI95": [low, high],
         "n": n,
+        "sd": float(values.std(ddof=1)) if n > 1 else math.nan,
         "direction": direction,
         "share_better": float((gain > 0).mean()) if n else math.nan,
         "share_worse": float((gain < 0).mean()) if n else math.nan,
         "share_tied": float((gain == 0).mean()) if n else math.nan,
         "verdict": verdict,
     }
+
+
+def images_needed(sd: float, effect: float, power: float = 0.8, level: float = 0.95) -> int:
+    """Images a paired comparison needs to find a true mean difference ``effect`` with ``power``.
+
+    The normal approximation for a two-sided test at ``level``:
+    ``n = ((z_(1+level)/2 + z_power) * sd / effect) ** 2``, so that a claim's sample size can be
+    checked against the effect it is to show before the images are scored.
+    """
+    if effect == 0 or not 0 < power < 1 or not 0 < level < 1:
+        raise ValueError("effect must be non-zero, power and level in (0, 1)")
+    normal = NormalDist()
+    z = normal.inv_cdf((1 + level) / 2) + normal.inv_cdf(power)
+    return math.ceil((z * sd / abs(effect)) ** 2)
 
 
 def _confidence_terms(entries: Sequence[dict], percents: int) -> tuple[np.ndarray, np.ndarray]:
