@@ -825,6 +825,22 @@ def test_init_from_refuses_a_head_of_other_taps_or_a_missing_file(tmp_path):
         )
 
 
+def test_fused_size_caps_the_trained_heads_map_and_fine_tunes_any_head(tmp_path):
+    write_images(tmp_path / "images", 12)
+    folder = train(tiny_config(tmp_path, epochs=1))
+    config = tiny_config(
+        tmp_path, out=str(tmp_path / "coarse"), fused_size=2, init_from=str(folder)
+    )
+    coarse = trainer.Trainer(config, setup_runtime("cpu"), None).run()
+    head = load_head(coarse)
+    assert head.max_size == 2 and load_head(folder).max_size == 56
+    body = build_backbone(get_spec("tiny_cnn_varied"), layers=tuple(head.layers))
+    maps = body.forward_features(torch.rand(1, 3, 32, 32))[1]
+    assert max(m.shape[-1] for m in maps) > 2 and head(maps).shape[-2:] == (2, 2)
+    with pytest.raises(TrainingError, match="--fused-size"):
+        trainer.Trainer(tiny_config(tmp_path, fused_size=0), setup_runtime("cpu"), None)
+
+
 @pytest.mark.slow
 def test_low_res_steps_come_first_then_full_size(tmp_path, monkeypatch):
     write_images(tmp_path / "images", 12)

@@ -34,7 +34,7 @@ from ttame.hub.heads import push_head, save_head
 from ttame.hub.load import OpenedHead, Provenance, default_head, open_head
 from ttame.images import Geometry, ImageSource, load_image, preprocess
 from ttame.model.backbones import IMAGENET_MEAN, IMAGENET_STD, BackboneSpec
-from ttame.model.head import DEFAULT_TOKENS, AttentionHead
+from ttame.model.head import DEFAULT_MAX_SIZE, DEFAULT_TOKENS, AttentionHead
 from ttame.model.registry import DEFAULT_BACKBONE, REGISTRY, get_spec
 from ttame.model.taps import Backbone, TapShapes, build_backbone, probe, probe_spec
 from ttame.model.timm import TIMM_PREFIX
@@ -365,10 +365,13 @@ def check_tokens(head: AttentionHead, shapes: TapShapes, spec: BackboneSpec) -> 
         )
 
 
-def fresh_head(backbone: Backbone, num_classes: int | None = None) -> AttentionHead:
+def fresh_head(
+    backbone: Backbone, num_classes: int | None = None, max_size: int = DEFAULT_MAX_SIZE
+) -> AttentionHead:
     """An untrained head sized for ``backbone``'s taps (one dry pass reads the channels).
 
-    It takes the backbone's ``tokens``, so it is trained on the maps the backbone gives.
+    It takes the backbone's ``tokens``, so it is trained on the maps the backbone gives;
+    ``max_size`` caps the side of its fused map.
     """
     shapes = probe(backbone)
     param = next(backbone.parameters(), None)
@@ -378,6 +381,7 @@ def fresh_head(backbone: Backbone, num_classes: int | None = None) -> AttentionH
         in_channels=shapes.channels,
         num_classes=num_classes or shapes.num_classes,
         tokens=backbone.tokens,
+        max_size=max_size,
     ).to(param.device if param is not None else torch.device("cpu"))
 
 

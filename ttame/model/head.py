@@ -23,6 +23,8 @@ each patch token multiplied by the class token of the same layer (the reference 
 attention version ``TTAME``). A property of the trained head, so it is part of its config."""
 TOKEN_MAPS: tuple[TokenMaps, ...] = ("patches", "patches_times_class")
 DEFAULT_TOKENS: TokenMaps = "patches"
+DEFAULT_MAX_SIZE = 56
+"""Cap on the fused map's side: the tapped maps are resized to the largest one, up to this."""
 
 
 class FeatureBranch(nn.Module):
@@ -52,7 +54,7 @@ class AttentionHead(nn.Module):
         layers: list[str],
         in_channels: list[int],
         num_classes: int = 1000,
-        max_size: int = 56,
+        max_size: int = DEFAULT_MAX_SIZE,
         tokens: TokenMaps = DEFAULT_TOKENS,
     ):
         super().__init__()

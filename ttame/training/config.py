@@ -147,6 +147,11 @@ class TrainConfig:
         "repo id or a reference checkpoint, as `ttame explain --head` takes",
         type=str,
     )
+    fused_size: int = _option(
+        56,
+        "largest side of the fused map (the head's max_size): the tapped maps are resized to "
+        "the largest one, capped at this; smaller gives coarser, more CAM-like maps",
+    )
     seed: int = _option(0, "seed of the head's initialisation, the data order and augmentation")
     device: str | None = _option(
         None, "cpu, cuda, cuda:1 ... (default: cuda if available)", type=str, runtime=True

@@ -159,7 +159,7 @@ def load_trained_head(head: AttentionHead, source: str) -> None:
             trained = open_head(source, backbone=head.backbone).head
         except HeadError as exc:
             raise TrainingError(f"--init-from: {exc}") from exc
-    if trained.config != head.config:
+    if {**trained.config, "max_size": head.max_size} != head.config:  # any fused size fits
         raise TrainingError(
             f"--init-from: the head in '{source}' does not fit this run's backbone and taps "
             f"({trained.config} against {head.config})."

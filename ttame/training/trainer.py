@@ -93,7 +93,10 @@ class Trainer:
         layers = tuple(config.layers.split(",")) if config.layers else None
         self.backbone = build_backbone(spec, config.weights, layers=layers).to(device)
         self.backbone.model.to(memory_format=self.memory_format)
-        self.head = fresh_head(self.backbone).to(device).to(memory_format=self.memory_format)
+        if config.fused_size < 1:
+            raise TrainingError(f"--fused-size takes a size of 1 or more; got {config.fused_size}.")
+        self.head = fresh_head(self.backbone, max_size=config.fused_size)
+        self.head.to(device).to(memory_format=self.memory_format)
         self.head.train()
         self.trainable = make_trainable(config, self.head).to(device)
         self.kept_shares = config.kept_shares  # a malformed --kept-share fails before any work
