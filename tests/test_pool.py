@@ -953,6 +953,11 @@ def test_plasma_lxqt_and_jigsaw_photos_go_to_evaluation_only(tmp_path: Path):
     jigsaw = load_jigsaw_photos(tmp_path)
     assert [p.key for p in jigsaw] == ["puzzle-jigsaw/cat.jpg", "puzzle-jigsaw/tiger.jpeg"]
     photos += jigsaw
+    members = {package: accept for package, _, accept in evaluation_only.EVAL_PACKAGES}
+    assert members["puzzle-jigsaw"]("usr/share/puzzle-jigsaw/samples/tiger.jpeg")
+    assert not members["puzzle-jigsaw"]("usr/share/puzzle-jigsaw/images/table.png")
+    assert members["lxqt-themes"]("usr/share/lxqt/wallpapers/fog.jpg")
+    assert not members["lxqt-themes"]("usr/share/lxqt/wallpapers/triangles-logo.png")
     assert len(photos) == 11 + 11 + 2 and {p.split for p in photos} == {"eval"}
     assert {p.part for p in photos} == {"dev", "test"}
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ttame.data.pool.sources.common import Photo, eval_photo, upright
+from ttame.data.pool.sources.fetch import wanted
 from ttame.errors import SourceError
 
 PLASMA_PACKAGE = "plasma-workspace-wallpapers"
@@ -125,13 +126,9 @@ def load_jigsaw_photos(root: Path) -> list[Photo]:
     ]
 
 
-def _under(folder: str, suffixes: tuple[str, ...]) -> Callable[[str], bool]:
-    return lambda name: name.startswith(f"{folder}/") and name.lower().endswith(suffixes)
-
-
 EVAL_PACKAGES: tuple[tuple[str, Callable[[Path], list[Photo]], Callable[[str], bool]], ...] = (
     (PLASMA_PACKAGE, load_plasma_photos, _plasma_member),
     (LXQT_PACKAGE, load_lxqt_photos, {f"{LXQT_DIR}/{name}" for name in LXQT_PHOTOS}.__contains__),
-    (JIGSAW_PACKAGE, load_jigsaw_photos, _under(JIGSAW_DIR, (".jpg", ".jpeg"))),
+    (JIGSAW_PACKAGE, load_jigsaw_photos, wanted(JIGSAW_DIR, (".jpg", ".jpeg"))),
 )
 """The Debian packages read for evaluation only: package, loader, the members to unpack."""
