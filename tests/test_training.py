@@ -965,9 +965,9 @@ def _masked_parts(backbone, head, images):
     captured = {}
 
     class Capture(TTameLoss):
-        def forward(self, masked_logits, labels, masks, kept_logits=None):
+        def forward(self, masked_logits, labels, masks, kept_logits=None, teacher=None):
             captured["args"] = (masked_logits, labels, masks)
-            return super().forward(masked_logits, labels, masks, kept_logits)
+            return super().forward(masked_logits, labels, masks, kept_logits, teacher)
 
     compute_loss(backbone, head, Capture(), images)
     return captured["args"]

@@ -125,6 +125,14 @@ class TrainConfig:
         "sigmoid of this width in map units (e.g. 0.05), so that training learns which pixels "
         "are kept, not only their values; the loss's value is unchanged (0: values only)",
     )
+    teacher: str | None = _option(
+        None,
+        "a teacher file of maps fitted to the training photos by the AD protocol "
+        "(scripts/fit_masks.py --training-photos --out FILE); the head is asked to rank each "
+        "photo's pixels as its teacher does (--pool only; the photos' crops are the paper's)",
+        type=str,
+    )
+    teacher_weight: float = _option(1.0, "weight of the --teacher term (a KL divergence)")
     border: float = _option(0.3, "weight of the border values inside the smoothness term")
     color_jitter: float = _option(0.0, "brightness/contrast/saturation jitter (0: off)")
     crop_scale: float = _option(

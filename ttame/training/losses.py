@@ -17,6 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+UNKNOWN = -1.0
+"""Teacher value of a pixel the teacher did not see (outside its centre crop; composites)."""
+
 AREA_EPS = 0.0005
 """Keeps the area term's gradient finite where a mask is exactly 0 (``x ** 0.3`` at 0)."""
 
@@ -48,11 +51,46 @@ def smoothness_loss(masks: torch.Tensor, border: float = 0.3) -> torch.Tensor:
     return (vertical + horizontal + border * edges) / (2 * masks.shape[0])
 
 
+def distill_loss(
+    class_maps: torch.Tensor,
+    teachers: torch.Tensor,
+    teacher_classes: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 0.1,
+) -> torch.Tensor:
+    """How differently the head's maps rank the pixels than the teachers do (a KL divergence).
+
+    ``class_maps``: the head's logits for each image's label (``B x h x w``); ``teachers``:
+    ``B x H x W`` in [0, 1] or UNKNOWN. Only images whose teacher class is the step's label
+    count, and only the cells the teacher saw. Both maps are min-max normalised (the
+    explanation's scale) and compared as softmax distributions over the cells at
+    ``temperature``, so the top of the map weighs most, as AD's kept share does.
+    """
+    h, w = class_maps.shape[-2:]
+    known = (teachers != UNKNOWN).float()[:, None]
+    seen = F.adaptive_avg_pool2d(known, (h, w))[:, 0]
+    target = F.adaptive_avg_pool2d(teachers.clamp_min(0)[:, None] * known, (h, w))[:, 0]
+    target = target / seen.clamp_min(1e-6)
+    cells = seen > 0.99
+    rows = (teacher_classes == labels) & cells.flatten(1).any(1)
+    if not rows.any():
+        return class_maps.new_zeros(()).float()
+    maps = class_maps[rows].float()
+    low = maps.amin((-2, -1), keepdim=True)
+    maps = (maps - low) / (maps.amax((-2, -1), keepdim=True) - low).clamp_min(1e-6)
+    off = torch.where(cells[rows], 0.0, float("-inf"))
+    student = torch.log_softmax((maps / temperature + off).flatten(1), 1)
+    teacher = torch.softmax((target[rows] / temperature + off).flatten(1), 1)
+    terms = torch.where(teacher > 0, teacher * (teacher.clamp_min(1e-12).log() - student), 0.0)
+    return terms.sum(1).mean()
+
+
 @dataclass
 class LossTerms:
     """The total loss and its unweighted terms (for logging).
 
-    ``kept``: the cross-entropy on the image kept by the top of the map (0 when not used).
+    ``kept``: the cross-entropy on the image kept by the top of the map (0 when not used);
+    ``teacher``: how far the maps rank pixels from the teacher's (0 when not used).
     """
 
     total: torch.Tensor
@@ -60,6 +98,7 @@ class LossTerms:
     area: torch.Tensor
     tv: torch.Tensor
     kept: torch.Tensor
+    teacher: torch.Tensor
 
     def stacked(self) -> torch.Tensor:
         """The four values as one detached float tensor (one reduction across processes)."""
@@ -83,6 +122,7 @@ class TTameLoss(nn.Module):
         border: float = 0.3,
         kept_weight: float = 0.0,
         kept_softness: float = 0.0,
+        teacher_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.ce_weight = ce_weight
@@ -92,6 +132,7 @@ class TTameLoss(nn.Module):
         self.border = border
         self.kept_weight = kept_weight
         self.kept_softness = kept_softness  # the threshold's gradient width (kept_image)
+        self.teacher_weight = teacher_weight  # weight of a distill_loss computed by the step
 
     def forward(
         self,
@@ -99,6 +140,7 @@ class TTameLoss(nn.Module):
         labels: torch.Tensor,
         masks: torch.Tensor,
         kept_logits: torch.Tensor | None = None,
+        teacher: torch.Tensor | None = None,
     ) -> LossTerms:
         """Loss of a batch.
 
@@ -106,7 +148,8 @@ class TTameLoss(nn.Module):
         its top-1 on the clean images (``B``); ``masks``: ``sigmoid(c)`` at the head's
         resolution for every image and every batch label (``B x B x h x w``);
         ``kept_logits``: the logits on the images kept by the top of their maps, when
-        ``kept_weight`` > 0 (see ``ttame.training.step.kept_image``).
+        ``kept_weight`` > 0 (see ``ttame.training.step.kept_image``); ``teacher``: the
+        teacher term's value, when ``teacher_weight`` > 0 (``ttame.training.teacher``).
         """
         ce = F.cross_entropy(masked_logits.float(), labels)
         area = area_loss(masks.float(), self.area_power)
@@ -116,4 +159,8 @@ class TTameLoss(nn.Module):
         if kept_logits is not None:
             kept = F.cross_entropy(kept_logits.float(), labels)
             total = total + self.kept_weight * kept
-        return LossTerms(total, ce, area, tv, kept)
+        taught = ce.new_zeros(())
+        if teacher is not None:
+            taught = teacher
+            total = total + self.teacher_weight * teacher
+        return LossTerms(total, ce, area, tv, kept, taught)

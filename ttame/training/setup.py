@@ -24,6 +24,7 @@ from ttame.training.checkpoint import head_from_checkpoint, is_checkpoint
 from ttame.training.config import TrainConfig
 from ttame.training.losses import TTameLoss
 from ttame.training.step import SharedFusion, parameter_groups
+from ttame.training.teacher import Teacher, TeacherItems
 
 
 def select_data(config: TrainConfig) -> DataSources:
@@ -69,7 +70,11 @@ def make_batches(config: TrainConfig, spec: BackboneSpec, runtime: Runtime) -> B
         )
     except ValueError as error:  # the transform checks its arguments; name the flags here
         raise TrainingError(f"--color-jitter or --crop-scale out of range: {error}.") from error
-    items = SeededItems(sources.train, augment, config.seed)
+    items = (
+        teacher_items(config, spec, sources, augment)
+        if config.teacher
+        else SeededItems(sources.train, augment, config.seed)
+    )
     per_rank = config.batch // runtime.world_size
     sampler = EpochSampler(len(items), runtime.rank, runtime.world_size, True, config.seed)
     steps_per_epoch = len(sampler) // per_rank
@@ -89,6 +94,35 @@ def make_batches(config: TrainConfig, spec: BackboneSpec, runtime: Runtime) -> B
         )
         val_loader = DataLoader(val_items, batch_size=per_rank, sampler=val_sampler, **options)
     return Batches(sources, plain, sampler, loader, val_loader, per_rank, steps_per_epoch)
+
+
+def teacher_items(
+    config: TrainConfig, spec: BackboneSpec, sources: DataSources, augment: Any
+) -> TeacherItems:
+    """Training items with the teacher's maps of the pool's photos (``--teacher``)."""
+    photos = getattr(sources.train, "photos", None)
+    if not config.pool or photos is None:
+        raise TrainingError("--teacher needs --pool: its maps belong to the pool's photos.")
+    if config.crop_scale != 1:
+        raise TrainingError("--teacher keeps the paper's crops: leave --crop-scale at 1.")
+    teacher = Teacher.load(config.teacher)  # type: ignore[arg-type]
+    if teacher.backbone != spec.name:
+        raise TrainingError(
+            f"--teacher: '{config.teacher}' was fitted for {teacher.backbone}, not {spec.name}."
+        )
+    keys = [photo.key for photo in photos]
+    if not set(keys) & set(teacher.keys):
+        raise TrainingError(f"--teacher: '{config.teacher}' has none of this pool's photos.")
+    return TeacherItems(
+        sources.train,
+        augment,
+        teacher,
+        keys,
+        spec.input_size,
+        spec.resize_size,
+        config.color_jitter,
+        config.seed,
+    )
 
 
 def make_optimizer(
@@ -125,6 +159,7 @@ def make_loss(config: TrainConfig) -> TTameLoss:
         config.border,
         config.kept_weight,
         config.kept_softness,
+        config.teacher_weight if config.teacher else 0.0,
     )
 
 

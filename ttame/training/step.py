@@ -21,9 +21,9 @@ from ttame.distributed import Runtime, reduce_sum
 from ttame.errors import TrainingError
 from ttame.model.head import AttentionHead
 from ttame.model.taps import Backbone
-from ttame.training.losses import LossTerms, TTameLoss
+from ttame.training.losses import LossTerms, TTameLoss, distill_loss
 
-TERMS = ["loss", "ce", "area", "tv", "kept"]
+TERMS = ["loss", "ce", "area", "tv", "kept", "teacher"]
 """Column names of :meth:`LossTerms.stacked` (``loss`` is the total)."""
 
 
@@ -41,8 +41,12 @@ def compute_loss(
     images: torch.Tensor,
     amp: bool = False,
     shares: Sequence[float] = (0.15,),
+    teachers: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[LossTerms, torch.Tensor]:
     """The loss of one batch of raw [0, 1] images, and the labels (the backbone's top-1).
+
+    ``teachers``: the batch's teacher maps and classes (``ttame.training.teacher``), when the
+    loss has a teacher term.
 
     The head's fusion runs for the batch's unique labels only (``U <= B`` of the K classes);
     the area and smoothness terms then see the ``B x B`` set of every image's mask for every
@@ -72,7 +76,15 @@ def compute_loss(
         )
         with autocast:
             kept_logits = masked_forward(backbone, images, kept[:, None])
-    return loss_fn(masked_logits, labels, masks[:, inverse], kept_logits), labels
+    taught = None
+    if teachers is not None and loss_fn.teacher_weight > 0:
+        taught = distill_loss(
+            class_maps[torch.arange(len(labels), device=labels.device), inverse],
+            teachers[0],
+            teachers[1],
+            labels,
+        )
+    return loss_fn(masked_logits, labels, masks[:, inverse], kept_logits, taught), labels
 
 
 def kept_image(

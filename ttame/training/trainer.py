@@ -183,12 +183,15 @@ class Trainer:
 
     # -- training ----------------------------------------------------------------------------
 
-    def step(self, images: torch.Tensor) -> torch.Tensor:
+    def step(self, batch: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
         """One optimisation step; returns the loss terms averaged over the processes.
+
+        ``batch``: the images, or (with ``--teacher``) images, teacher maps, teacher classes.
 
         The terms are checked on every process at once, before the backward pass, so a
         non-finite loss stops all of them together and never reaches the head.
         """
+        images, teachers = (batch, None) if isinstance(batch, torch.Tensor) else (batch[0], batch)
         images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
         side = self.input_side()
         if side is not None and side != images.shape[-1]:
@@ -196,8 +199,14 @@ class Trainer:
                 images, size=(side, side), mode="bilinear", align_corners=False, antialias=True
             )
             images = images.contiguous(memory_format=self.memory_format)
+        taught = None
+        if teachers is not None:
+            maps = teachers[1].to(self.device)
+            if maps.shape[-1] != images.shape[-1]:
+                maps = F.interpolate(maps[:, None], size=images.shape[-2:], mode="nearest")[:, 0]
+            taught = (maps, teachers[2].to(self.device))
         terms, labels = compute_loss(
-            self.backbone, self.model, self.loss_fn, images, self.amp, self.kept_shares
+            self.backbone, self.model, self.loss_fn, images, self.amp, self.kept_shares, taught
         )
         stats = torch.cat(
             [
@@ -246,9 +255,9 @@ class Trainer:
             disable=not self.runtime.is_main,
         )
         started = last = time.perf_counter()
-        for images in self.loader:
+        for batch in self.loader:
             lr = self.scheduler.get_last_lr()[0]
-            values = self.step(images)
+            values = self.step(batch)
             now = time.perf_counter()
             progress.seconds += now - last
             last = now
