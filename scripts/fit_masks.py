@@ -31,7 +31,7 @@ from ttame.evaluation.paired import difference_stat
 from ttame.explainer import Explainer
 from ttame.images import find_images, load_image, preprocess
 from ttame.methods.registry import build_method
-from ttame.metrics.perturbation import drop_per_image, keep_top
+from ttame.metrics.perturbation import drop_per_image, masked_confidence
 from ttame.training.teacher import Teacher, fit_grids
 
 PERCENTS = (15, 50)
@@ -45,15 +45,10 @@ def named_photos(args: argparse.Namespace) -> list[tuple[str, object]]:
     return [(p.name, load_image(p)) for p in sorted(find_images(args.images))]
 
 
-@torch.no_grad()
 def drops(explainer: Explainer, images, maps, classes, clean) -> torch.Tensor:
     """The protocol's drop per image at each of PERCENTS, in %, in float32 (``B x P``)."""
-    out = []
-    for percent in PERCENTS:
-        kept = keep_top(maps, percent, (images.shape[-2], images.shape[-1]))
-        probs = explainer.backbone(images * kept[:, None]).float().softmax(1)
-        out.append(drop_per_image(clean, probs.gather(1, classes[:, None]))[:, 0])
-    return torch.stack(out, 1)
+    masked = masked_confidence(explainer.backbone, images, maps, classes, PERCENTS)
+    return drop_per_image(clean, masked)
 
 
 def main() -> None:

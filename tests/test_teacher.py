@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ttame.data.transforms import default_train_transform
 from ttame.errors import TrainingError
 from ttame.training.losses import UNKNOWN, distill_loss
 from ttame.training.teacher import Teacher, TeacherItems, fit_grids, teacher_canvas
@@ -41,7 +42,7 @@ def test_items_move_the_teacher_with_the_image():
     grid[:, :2] = 1.0
     teacher = Teacher(["p"], grid[None], torch.tensor([5]), "tiny")
     items = TeacherItems(
-        [picture, picture], lambda im: torch.zeros(3, 24, 24), teacher, ["p"], 24, 32
+        [picture, picture], default_train_transform(24, 32), teacher, ["p"], 24, 32
     )
     flips = set()
     for epoch in range(8):

@@ -8,6 +8,7 @@ epoch sees exactly the batches the interrupted run would have seen.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol, cast
 
 import numpy as np
@@ -55,13 +56,19 @@ class SeededItems(Dataset[torch.Tensor]):
         return len(self.images)
 
     def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
+        with self.seeded(key):
+            return self.transform(self.images[key[1]])
+
+    @contextmanager
+    def seeded(self, key: tuple[int, int]) -> Iterator[None]:
+        """Item ``key``'s epoch set on the images and its seed on torch's RNG, restored after."""
         epoch, index = key
         set_epoch = getattr(self.images, "set_epoch", None)
         if set_epoch is not None:
             set_epoch(epoch)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(item_seed(self.seed, epoch, index))
-            return self.transform(self.images[index])
+            yield
 
 
 class EpochSampler(Sampler[tuple[int, int]]):

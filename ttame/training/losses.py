@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ttame.explanation import normalize_maps
+
 UNKNOWN = -1.0
 """Teacher value of a pixel the teacher did not see (outside its centre crop; composites)."""
 
@@ -75,9 +77,7 @@ def distill_loss(
     rows = (teacher_classes == labels) & cells.flatten(1).any(1)
     if not rows.any():
         return class_maps.new_zeros(()).float()
-    maps = class_maps[rows].float()
-    low = maps.amin((-2, -1), keepdim=True)
-    maps = (maps - low) / (maps.amax((-2, -1), keepdim=True) - low).clamp_min(1e-6)
+    maps = normalize_maps(class_maps[rows][:, None], (h, w))[:, 0]
     off = torch.where(cells[rows], 0.0, float("-inf"))
     student = torch.log_softmax((maps / temperature + off).flatten(1), 1)
     teacher = torch.softmax((target[rows] / temperature + off).flatten(1), 1)

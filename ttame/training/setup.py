@@ -105,7 +105,7 @@ def teacher_items(
         raise TrainingError("--teacher needs --pool: its maps belong to the pool's photos.")
     if config.crop_scale != 1:
         raise TrainingError("--teacher keeps the paper's crops: leave --crop-scale at 1.")
-    teacher = Teacher.load(config.teacher)  # type: ignore[arg-type]
+    teacher = Teacher.load(str(config.teacher))
     if teacher.backbone != spec.name:
         raise TrainingError(
             f"--teacher: '{config.teacher}' was fitted for {teacher.backbone}, not {spec.name}."
@@ -120,7 +120,6 @@ def teacher_items(
         keys,
         spec.input_size,
         spec.resize_size,
-        config.color_jitter,
         config.seed,
     )
 

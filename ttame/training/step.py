@@ -60,6 +60,7 @@ def compute_loss(
     with autocast:
         class_maps = head(maps, unique)
     masks = torch.sigmoid(class_maps.float())  # B x U x h x w
+    own_maps = class_maps[torch.arange(len(labels), device=labels.device), inverse]
     own = masks[torch.arange(len(labels), device=labels.device), inverse]
     upsampled = F.interpolate(
         own[:, None], size=images.shape[-2:], mode="bilinear", align_corners=False
@@ -69,7 +70,7 @@ def compute_loss(
     kept_logits = None
     if loss_fn.kept_weight > 0:
         kept = kept_image(
-            class_maps[torch.arange(len(labels), device=labels.device), inverse],
+            own_maps,
             images.shape[-2:],
             shares,
             loss_fn.kept_softness,
@@ -79,7 +80,7 @@ def compute_loss(
     taught = None
     if teachers is not None and loss_fn.teacher_weight > 0:
         taught = distill_loss(
-            class_maps[torch.arange(len(labels), device=labels.device), inverse],
+            own_maps,
             teachers[0],
             teachers[1],
             labels,

@@ -15,17 +15,17 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torchvision import tv_tensors
-from torchvision.transforms import v2
 
-from ttame.data.sampling import SeededItems, item_seed
+from ttame.data.sampling import SeededItems
 from ttame.errors import TrainingError
+from ttame.explanation import normalize_maps
 from ttame.training.losses import UNKNOWN
 from ttame.training.step import kept_image
 
@@ -85,9 +85,8 @@ def fit_grids(
     kept at every share of ``shares`` (``kept_image``, straight-through gate of width
     ``softness``); the iterate with the lowest summed cross-entropy is returned per image.
     """
-    low = F.adaptive_avg_pool2d(start[:, None].float(), grid)[:, 0]
-    span = (low.amax((-2, -1), keepdim=True) - low.amin((-2, -1), keepdim=True)).clamp_min(1e-6)
-    param = ((low - low.amin((-2, -1), keepdim=True)) / span).requires_grad_(True)
+    low = F.adaptive_avg_pool2d(start[:, None].float(), grid)
+    param = normalize_maps(low, (grid, grid))[:, 0].requires_grad_(True)
     optimizer = torch.optim.Adam([param], lr=lr)
     best = param.detach().clone()
     best_loss = torch.full((len(images),), float("inf"))
@@ -105,8 +104,7 @@ def fit_grids(
         optimizer.zero_grad()
         loss.sum().backward()
         optimizer.step()
-    low = best.amin((-2, -1), keepdim=True)
-    return (best - low) / (best.amax((-2, -1), keepdim=True) - low).clamp_min(1e-6)
+    return normalize_maps(best[:, None], (grid, grid))[:, 0]
 
 
 def teacher_canvas(grid: torch.Tensor, resized: tuple[int, int], crop: int) -> torch.Tensor:
@@ -126,19 +124,19 @@ def teacher_canvas(grid: torch.Tensor, resized: tuple[int, int], crop: int) -> t
 class TeacherItems(SeededItems):
     """Training items with their teacher: ``(image, teacher map, teacher class)``.
 
-    Photos the teacher knows get its map, cropped and flipped with the image (torchvision's
-    v2 transforms move both); every other item gets a map of UNKNOWN and class -1.
+    Photos the teacher knows get its map, moved by the same augmentation as the image (the
+    training transform takes a ``tv_tensors.Mask`` beside the picture); every other item gets
+    a map of UNKNOWN and class -1.
     """
 
     def __init__(
         self,
         images: object,
-        transform: Callable[[Image.Image], torch.Tensor],
+        transform: Callable[..., Any],
         teacher: Teacher,
         photo_keys: Sequence[str],
         size: int,
         resize: int,
-        color_jitter: float = 0.0,
         seed: int = 0,
     ) -> None:
         super().__init__(images, transform, seed)  # type: ignore[arg-type]
@@ -146,26 +144,21 @@ class TeacherItems(SeededItems):
         self.rows = [where.get(key, -1) for key in photo_keys]
         self.teacher = teacher
         self.size, self.resize = size, resize
-        steps: list[v2.Transform] = [v2.RandomCrop(size), v2.RandomHorizontalFlip()]
-        if color_jitter > 0:
-            steps.append(v2.ColorJitter(color_jitter, color_jitter, color_jitter))
-        self.joint = v2.Compose(steps)
 
     def __getitem__(  # type: ignore[override]
         self, key: tuple[int, int]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        epoch, index = key
+        index = key[1]
         row = self.rows[index] if index < len(self.rows) else -1
         if row < 0:
             image = super().__getitem__(key)
             return image, torch.full(image.shape[-2:], UNKNOWN), torch.tensor(-1)
-        set_epoch = getattr(self.images, "set_epoch", None)
-        if set_epoch is not None:
-            set_epoch(epoch)
-        picture = v2.functional.resize(self.images[index], [self.resize])
-        canvas = teacher_canvas(self.teacher.grids[row], (picture.height, picture.width), self.size)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(item_seed(self.seed, epoch, index))
-            image, mask = self.joint(v2.functional.to_image(picture), tv_tensors.Mask(canvas))
-        image = v2.functional.to_dtype(image, torch.float32, scale=True)
-        return image, mask.as_subclass(torch.Tensor), self.teacher.classes[row]
+        with self.seeded(key):
+            picture = self.images[index]
+            # The teacher saw the centre crop of the picture resized to ``resize``: in the
+            # picture's own pixels that crop is ``size * short side / resize`` wide.
+            crop = round(self.size * min(picture.size) / self.resize)
+            canvas = teacher_canvas(self.teacher.grids[row], (picture.height, picture.width), crop)
+            joint = cast(Callable[..., Any], self.transform)  # takes a mask beside the picture
+            image, mask = joint(picture, tv_tensors.Mask(canvas))
+        return image, mask, self.teacher.classes[row]
